@@ -1,0 +1,93 @@
+"""The local-verification engine: a thin stateful wrapper (extractor, score model, config) over the pure functions
+of ``matcher.local``. Features are extracted once per image; matching one query against many references uses the
+packed :class:`~matcher.local.verify.ReferenceBank`."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from matcher.config import MatcherConfig
+from matcher.io import load_image
+from matcher.local.evidence import PairEvidence
+from matcher.local.features import create_extractor
+from matcher.local.regions import Region
+from matcher.local.score import LocalScoreModel
+from matcher.local.types import LocalFeatures
+from matcher.local.verify import QueryFeatures, ReferenceBank, extract_query_features, region_features, verify_query
+
+__all__ = ["LocalEngine", "ScoredPair"]
+
+
+@dataclass
+class ScoredPair:
+    """One query/reference result of :meth:`LocalEngine.match_query`."""
+
+    reference_id: str
+    score: float
+    evidence: PairEvidence
+
+
+class LocalEngine:
+    """Extractor + score model + config. ``score_pair`` for one pair, ``match_query`` for one query vs a bank."""
+
+    def __init__(self, config: MatcherConfig | None = None, score_model: LocalScoreModel | None = None) -> None:
+        self.config = config or MatcherConfig()
+        self.extractor = create_extractor(self.config.local, device=self.config.resolved_device())
+        self.score_model = score_model or LocalScoreModel.load()
+
+    # ------------------------------------------------------------------------------------------------ features
+    def load(self, source: Any) -> np.ndarray:
+        """RGB uint8 image from any supported source, with the config's load limits."""
+        return load_image(source, config=self.config.load)
+
+    def reference_features(self, image: np.ndarray) -> LocalFeatures:
+        """Full-image features of a reference (reference regions are a later stage)."""
+        h, w = image.shape[:2]
+        return region_features(image, Region("full", (0, 0, w, h)), self.extractor)
+
+    def query_features(self, image: np.ndarray) -> QueryFeatures:
+        """Features of each query region of ``config.local.query_regions``."""
+        return extract_query_features(image, self.extractor, self.config.local)
+
+    # ------------------------------------------------------------------------------------------------ scoring
+    def score_pair(self, query: Any, reference: Any):
+        """:class:`matcher.pair.PairResult` for one pair (features computed once each)."""
+        from matcher.pair import PairResult
+
+        q_img, r_img = self.load(query), self.load(reference)
+        qf = self.query_features(q_img)
+        rf = self.reference_features(r_img)
+        bank = ReferenceBank.build(["reference"], [rf])
+        best = verify_query(qf, bank, self.config.local, self.score_model)
+        if 0 in best:
+            score, ev = best[0]
+        else:
+            score, ev = 0.0, self._unverified(qf, rf)
+        return PairResult(score, score >= self.config.threshold, self.config.threshold, ev)
+
+    def match_query(self, query: QueryFeatures, bank: ReferenceBank, top_k: int | None = None) -> list[ScoredPair]:
+        """The references of ``bank`` with a verified match, best first (at most ``top_k``, default config)."""
+        k = self.config.top_k if top_k is None else top_k
+        best = verify_query(query, bank, self.config.local, self.score_model)
+        pairs = [ScoredPair(bank.ids[r], s, ev) for r, (s, ev) in best.items() if s > 0]
+        pairs.sort(key=lambda p: (-p.score, p.reference_id))
+        return pairs[:k]
+
+    def match_many(self, queries: Iterable[tuple[str, np.ndarray]], bank: ReferenceBank) -> Iterator[tuple[str, list[ScoredPair]]]:
+        """(query id, top pairs) for each (id, image) of ``queries``."""
+        for qid, image in queries:
+            yield qid, self.match_query(self.query_features(image), bank)
+
+    def _unverified(self, qf: QueryFeatures, rf: LocalFeatures) -> PairEvidence:
+        """Evidence with the reason a pair never reached a fit."""
+        n_q = max((f.n for f in qf.features), default=0)
+        if n_q == 0:
+            reason = "no keypoints in query (flat, tiny or featureless image)"
+        elif rf.n == 0:
+            reason = "no keypoints in reference (flat, tiny or featureless image)"
+        else:
+            reason = f"too few tentative matches (< {self.config.local.min_inliers})"
+        return PairEvidence(reason=reason, model=self.config.local.model)

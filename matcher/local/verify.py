@@ -1,0 +1,138 @@
+"""Verification of one query against many references with cached features: matches -> fits -> best evidence.
+
+Data flow: :class:`QueryFeatures` (one :class:`LocalFeatures` per query region, keypoints in original query px)
+and a :class:`ReferenceBank` (all references' features, descriptors concatenated for one-to-many matching) ->
+:func:`verify_query` -> the best :class:`PairEvidence` per reference (by calibrated score), over query regions and
+plain/mirrored descriptors. Features are computed once per image by the caller; nothing here extracts.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from matcher.config import LocalConfig
+from matcher.local.evidence import PairEvidence, evidence_from_matches
+from matcher.local.features import LocalFeatureExtractor
+from matcher.local.matching import match_one_to_many
+from matcher.local.regions import Region, propose_regions
+from matcher.local.score import LocalScoreModel
+from matcher.local.types import LocalFeatures
+
+__all__ = ["QueryFeatures", "ReferenceBank", "extract_query_features", "region_features", "verify_query"]
+
+# Rotation and flip regions add nothing to SIFT (rotation invariant; mirrors are matched through the mirrored
+# descriptors), so for local features only crop-type regions are extracted.
+
+
+@dataclass
+class QueryFeatures:
+    """Local features of one query: ``features[i]`` belongs to ``regions[i]`` (the full image first).
+
+    Keypoints of every region are in ORIGINAL query pixels and ``image_size`` is the original query size.
+    """
+
+    regions: list[Region]
+    features: list[LocalFeatures]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.features[0].image_size if self.features else (0, 0)
+
+
+@dataclass
+class ReferenceBank:
+    """Features of R references with their descriptors packed for :func:`match_one_to_many`.
+
+    descriptors: (sumM, D) float32, reference r owns rows ``offsets[r]:offsets[r+1]``; offsets: (R+1,) int64.
+    """
+
+    ids: list[str]
+    features: list[LocalFeatures]
+    descriptors: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def build(cls, ids: Sequence[str], features: Sequence[LocalFeatures]) -> "ReferenceBank":
+        if len(ids) != len(features):
+            raise ValueError(f"{len(ids)} ids but {len(features)} feature sets")
+        dim = features[0].descriptors.shape[1] if features else 128
+        sizes = np.array([f.n for f in features], np.int64)
+        offsets = np.zeros(len(features) + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        desc = np.empty((int(offsets[-1]), dim), np.float32)
+        for f, a, b in zip(features, offsets[:-1], offsets[1:]):
+            desc[a:b] = f.descriptors
+        return cls(list(ids), list(features), desc, offsets)
+
+    def subset(self, indices: Sequence[int]) -> "ReferenceBank":
+        """A bank of the references at ``indices`` (in that order), e.g. one query's candidates."""
+        idx = [int(i) for i in indices]
+        return ReferenceBank.build([self.ids[i] for i in idx], [self.features[i] for i in idx])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def region_features(image: np.ndarray, region: Region, extractor: LocalFeatureExtractor) -> LocalFeatures:
+    """Features of ``region`` of ``image`` with keypoints mapped back to original image px.
+
+    Only crop regions (no rotation/flip) are meaningful here; the mirrored descriptors (if the extractor makes
+    them) stay valid because the keypoints keep their orientation in the original frame.
+    """
+    h, w = image.shape[:2]
+    if region.rotation or region.flip:
+        raise ValueError(f"region {region.tag!r}: local features use crop regions only (SIFT is rotation "
+                         "invariant and mirrors are matched through mirrored descriptors)")
+    feats = extractor.extract(region.apply(image))
+    return LocalFeatures(
+        keypoints=region.to_original(feats.keypoints).astype(np.float32),
+        scales=feats.scales,
+        orientations=feats.orientations,
+        descriptors=feats.descriptors,
+        image_size=(w, h),
+        mirrored=feats.mirrored,
+    )
+
+
+def extract_query_features(image: np.ndarray, extractor: LocalFeatureExtractor, config: LocalConfig) -> QueryFeatures:
+    """Features of every crop region of ``config.query_regions`` (rotation/flip regions are skipped)."""
+    regions = [r for r in propose_regions(image, config.query_regions) if not (r.rotation or r.flip)]
+    return QueryFeatures(regions, [region_features(image, r, extractor) for r in regions])
+
+
+def verify_query(
+    query: QueryFeatures,
+    bank: ReferenceBank,
+    config: LocalConfig,
+    model: LocalScoreModel,
+    *,
+    min_matches: int | None = None,
+) -> dict[int, tuple[float, PairEvidence]]:
+    """Best (score, evidence) per reference index of ``bank``, over query regions and plain/mirrored matches.
+
+    Only references with at least ``min_matches`` (default ``config.min_inliers``) tentative matches in some
+    region are fitted; the others are absent from the result (score 0: "too few matches").
+    """
+    need = config.min_inliers if min_matches is None else int(min_matches)
+    best: dict[int, tuple[float, PairEvidence]] = {}
+    if len(bank) == 0:
+        return best
+    for region, feats in zip(query.regions, query.features):
+        if feats.n == 0:
+            continue
+        mirrored = feats.mirrored if config.mirror else None
+        res = match_one_to_many(feats.descriptors, bank.descriptors, bank.offsets, ratio=config.ratio,
+                                mutual=config.mutual, mirrored=mirrored)
+        for batch, is_mirrored in ((res.plain, False), (res.mirrored, True)):
+            if batch is None:
+                continue
+            for r in np.flatnonzero(batch.counts() >= need):
+                r = int(r)
+                ev = evidence_from_matches(feats, bank.features[r], batch[r], is_mirrored, config,
+                                           query_region=region)
+                s = model.score(ev)
+                if r not in best or s > best[r][0]:
+                    best[r] = (s, ev)
+    return best
