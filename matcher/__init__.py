@@ -1,0 +1,32 @@
+"""icd-matcher: image copy detection (ISC2021 matching-track style).
+
+Public API: :func:`score_pair` (one pair -> :class:`PairResult`), :func:`load_image`, :class:`MatcherConfig`.
+Heavy modules (torch, OpenCV, Numba) are imported on first use, not at package import.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["ImageLoadError", "MatcherConfig", "PairResult", "load_image", "score_pair"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matcher.config import MatcherConfig
+    from matcher.io import ImageLoadError, load_image
+    from matcher.pair import PairResult, score_pair
+
+_LAZY = {
+    "MatcherConfig": "matcher.config",
+    "ImageLoadError": "matcher.io",
+    "load_image": "matcher.io",
+    "PairResult": "matcher.pair",
+    "score_pair": "matcher.pair",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'matcher' has no attribute {name!r}")

@@ -28,16 +28,17 @@ def draw_pair(query: np.ndarray, reference: np.ndarray, evidence: PairEvidence, 
     r, sr = _fit_height(reference, height)
     gap = 8
     band = 28 if caption else 0
+    # quads are drawn on each panel before composing, so a frame reaching past a panel is clipped to it
+    if evidence.reference_quad_in_query is not None:
+        quad = np.asarray(evidence.reference_quad_in_query, np.float64) * sq
+        cv2.polylines(q, [np.round(quad).astype(np.int32)], True, (0, 200, 255), 2, cv2.LINE_AA)
+    if evidence.query_quad_in_reference is not None:
+        quad = np.asarray(evidence.query_quad_in_reference, np.float64) * sr
+        cv2.polylines(r, [np.round(quad).astype(np.int32)], True, (255, 220, 0), 2, cv2.LINE_AA)
     canvas = np.full((height + band, q.shape[1] + gap + r.shape[1], 3), 255, np.uint8)
     canvas[band:, : q.shape[1]] = q
     x_off = q.shape[1] + gap
     canvas[band:, x_off:] = r
-    if evidence.reference_quad_in_query is not None:
-        quad = np.asarray(evidence.reference_quad_in_query, np.float64) * sq + [0, band]
-        cv2.polylines(canvas, [np.round(quad).astype(np.int32)], True, (0, 200, 255), 2, cv2.LINE_AA)
-    if evidence.query_quad_in_reference is not None:
-        quad = np.asarray(evidence.query_quad_in_reference, np.float64) * sr + [x_off, band]
-        cv2.polylines(canvas, [np.round(quad).astype(np.int32)], True, (255, 220, 0), 2, cv2.LINE_AA)
     pq, pr = np.asarray(evidence.query_points), np.asarray(evidence.reference_points)
     if len(pq):
         idx = np.linspace(0, len(pq) - 1, min(max_lines, len(pq))).round().astype(int)

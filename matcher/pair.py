@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from matcher.config import MatcherConfig
 from matcher.local.evidence import PairEvidence
 
@@ -52,7 +50,3 @@ def score_pair(query: Any, reference: Any, config: MatcherConfig | None = None) 
     """
     config = config or MatcherConfig()
     return _engine(config).score_pair(query, reference)
-
-
-def _as_array(x: Any) -> np.ndarray:  # pragma: no cover - trivial
-    return np.asarray(x)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from matcher.config import MatcherConfig
-from matcher.io import load_image
+from matcher.io import ImageLoadError, load_image
 from matcher.local.evidence import PairEvidence
 from matcher.local.features import create_extractor
 from matcher.local.regions import Region
@@ -19,6 +19,9 @@ from matcher.local.types import LocalFeatures
 from matcher.local.verify import QueryFeatures, ReferenceBank, extract_query_features, region_features, verify_query
 
 __all__ = ["LocalEngine", "ScoredPair"]
+
+# Load refusals that mean "nothing to match" (score 0 with the reason) rather than "broken input" (raised).
+_SCORE_ZERO_REASONS = frozenset({"too_small", "too_many_pixels"})
 
 
 @dataclass
@@ -57,7 +60,16 @@ class LocalEngine:
         """:class:`matcher.pair.PairResult` for one pair (features computed once each)."""
         from matcher.pair import PairResult
 
-        q_img, r_img = self.load(query), self.load(reference)
+        images = []
+        for side, source in (("query", query), ("reference", reference)):
+            try:
+                images.append(self.load(source))
+            except ImageLoadError as exc:
+                if exc.reason not in _SCORE_ZERO_REASONS:
+                    raise
+                ev = PairEvidence(reason=f"{side} image refused: {exc}", model=self.config.local.model)
+                return PairResult(0.0, False, self.config.threshold, ev)
+        q_img, r_img = images
         qf = self.query_features(q_img)
         rf = self.reference_features(r_img)
         bank = ReferenceBank.build(["reference"], [rf])
