@@ -1,0 +1,254 @@
+"""Build a DISC21-like copy-detection benchmark from any folder of photos.
+
+Roles. Every photo (or, for small folders, every disjoint tile of a photo: see "Content units") gets exactly
+one role, so that no query holds content of a reference unless it is labelled a copy of it:
+
+* references: ``n_references`` units, plus ``n_distractors`` units that no query copies;
+* positive queries (``round(copy_fraction * n_queries)``): edited copies of the references, spread evenly;
+* negative queries (the rest of ``n_queries``): units that are no reference, edited with the same chain
+  distribution (when spare units run short a negative source is reused with other edits);
+* filler: units used only as overlay backgrounds, mosaic tiles and blend partners of composite edits, in
+  positive and negative queries alike. They are never references nor negative sources, so a negative query
+  never contains reference content (and a composite never adds a second reference to a copy);
+* hard negatives (on top of ``n_queries``): ``n_holistic`` units P whose crop (20-50% of the area) is a
+  reference while the query is the whole P lightly edited (kind ``hard_negative_holistic``, no copy);
+  ``n_same_scene`` units split into a 2x2 grid: two neighbouring quadrants A and B become references, the
+  query is an edited copy of A (kind ``copy``, with ``same_scene_pair`` = B) and a third quadrant C gives a
+  query that copies nothing (kind ``hard_negative_same_scene``);
+* background: ``n_background`` units used in no query or reference (for score normalisation).
+
+Content units. When the folder has fewer usable photos than the roles need, every photo is cut into 2 halves
+(or, if still short, 4 quadrants) and the tiles are the units. Tiles of one photo never overlap, so the rule
+above still holds ("a negative query's content is disjoint from every reference's"), but tiles of one photo
+share a scene. Photos whose shorter side is below 64 px are skipped.
+
+Files. ``references/R*.jpg``, ``queries/Q*.jpg``, ``background/B*.jpg`` (JPEG quality 92; a query whose last
+edit is a JPEG re-encode at quality q is saved at quality q instead, so the file keeps that edit's artefacts),
+``ground_truth.csv`` (every query; empty reference id = no copy), ``manifest.json`` and ``skipped.csv``. Ids
+are fresh random numbers, so neither names nor id order leak the label. Images are at most 1024 px on the
+longer side.
+
+Manifest (``manifest.json``, version 1). ``references``: {rid: {source, crop_box (px box in the source photo,
+null = whole photo), kind (one of REFERENCE_KINDS), file, size [w, h], same_scene_pair | holistic_query}}.
+``queries``: {qid: {source, crop_box, kind (one of QUERY_KINDS), reference_id (null = no copy), file, size,
+jpeg_quality, primary_family, families, edits [{name, family, params}], fit (final rescale or null), fillers
+[{source, crop_box}] (photos pasted around/into it), placement_quad, placement_box, visible_fraction,
+same_scene_pair | related_references}}. The placement fields say where the query's *source content* lies in
+the query (the reference for a copy; the negative's own source otherwise): the 4 mapped corners (unclipped),
+the bounding box of the part still visible (clipped to the query and to any crop on the way), and the visible
+fraction of its area. ``background``: {bid: source}; ``background_crop_boxes``: {bid: box} for tiles;
+``plan``: how units were made and the filler list; ``skipped``: [{path, reason, message}].
+
+Determinism. All role choices come from one generator seeded with ``seed``; each output image from its own
+generator seeded with (seed, kind, index), so ``workers > 1`` gives byte-identical files. The manifest holds
+no timestamps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matcher.benchmark.edits import CHAIN_FAMILIES
+from matcher.benchmark.jobs import JPEG_QUALITY, MAX_SIDE, MIN_VISIBLE, WorkerState, execute
+from matcher.benchmark.plan import BenchmarkError, check_args, make_units, plan_jobs, scan_photos
+from matcher.fsutil import atomic_write
+from matcher.io import SkippedFile, write_skipped_csv
+from matcher.submission import GroundTruthMatch, write_ground_truth
+
+__all__ = [
+    "BenchmarkError",
+    "BenchmarkSummary",
+    "add_make_benchmark_arguments",
+    "build_benchmark",
+    "run_make_benchmark",
+]
+
+MANIFEST_VERSION = 1
+REFERENCE_KINDS = ("reference", "distractor", "holistic_crop", "same_scene_crop")
+QUERY_KINDS = ("copy", "negative", "hard_negative_holistic", "hard_negative_same_scene")
+_ID_RE = re.compile(r"^[RQB]\d{6,}\.jpg$")
+_TMP_RE = re.compile(r"^\.[RQB]\d{6,}\.jpg\.\d+\.tmp$")  # left by an interrupted build
+
+
+@dataclass(frozen=True)
+class BenchmarkSummary:
+    """What :func:`build_benchmark` wrote: counts per reference/query kind and per edit family."""
+
+    out_dir: Path
+    n_photos: int
+    skipped: list[SkippedFile]
+    tiles_per_photo: int
+    references: dict[str, int]
+    queries: dict[str, int]
+    families: dict[str, int]
+    n_background: int
+    n_filler: int
+    n_negative_sources: int
+    ground_truth_pairs: int
+
+    def __str__(self) -> str:
+        def fmt(d: dict[str, int]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+        refs, queries, n_skip = self.references, self.queries, len(self.skipped)
+        n_neg = self.n_negative_sources
+        lines: list[str] = [
+            f"benchmark in {self.out_dir}",
+            f"  photos used: {self.n_photos} ({n_skip} skipped); tiles per photo: {self.tiles_per_photo}",
+            f"  references: {sum(refs.values())} ({fmt(refs)})",
+            f"  queries: {sum(queries.values())} ({fmt(queries)}); copy pairs: {self.ground_truth_pairs}",
+            f"  background: {self.n_background}; filler: {self.n_filler}; negative sources: {n_neg}",
+            f"  edit families (all chain edits): {fmt(self.families)}",
+        ]
+        lines += [f"  skipped {s.path}: {s.reason}" for s in self.skipped[:10]]
+        if len(self.skipped) > 10:
+            lines.append(f"  ... and {len(self.skipped) - 10} more skipped (see skipped.csv)")
+        return "\n".join(lines)
+
+
+def _ordered(counts: Counter[str], order: tuple[str, ...]) -> dict[str, int]:
+    return {k: counts[k] for k in order if counts[k]}
+
+
+def _remove_stale(out_dir: Path, keep: set[str]) -> None:
+    """Delete id-named images of an earlier build in our three folders that this build did not write, and temp
+    files of interrupted builds."""
+    for folder in ("references", "queries", "background"):
+        for p in (out_dir / folder).iterdir():
+            if (_ID_RE.match(p.name) and f"{folder}/{p.name}" not in keep) or _TMP_RE.match(p.name):
+                p.unlink()
+
+
+def build_benchmark(
+    photos: str | Path,
+    out_dir: str | Path,
+    *,
+    n_references: int = 1000,
+    n_queries: int = 2000,
+    copy_fraction: float = 0.4,
+    n_distractors: int = 0,
+    n_background: int = 100,
+    n_holistic: int = 100,
+    n_same_scene: int = 50,
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = True,
+) -> BenchmarkSummary:
+    """Build the benchmark described in this module's docstring from the photos in folder ``photos`` into
+    ``out_dir``. Unreadable photos are skipped and reported. Raises :class:`BenchmarkError` for settings the
+    folder cannot satisfy. Same arguments (``workers`` and ``progress`` aside) => byte-identical output."""
+    counts = {"n_distractors": n_distractors, "n_background": n_background, "n_holistic": n_holistic,
+              "n_same_scene": n_same_scene}
+    check_args(n_references, n_queries, copy_fraction, counts, workers)
+    folder, out = Path(photos), Path(out_dir)
+    if not folder.is_dir():
+        raise BenchmarkError(f"photo folder not found: '{folder}'")
+    if out.resolve().is_relative_to(folder.resolve()):
+        raise BenchmarkError(f"the output folder '{out}' must not lie inside the photo folder '{folder}'")
+    photo_list, skipped = scan_photos(folder, workers)
+    n_pos = round(copy_fraction * n_queries)
+    n_neg = n_queries - n_pos
+    # every role needs its own units, plus one filler unit (composites) and one negative source
+    need = n_references + sum(counts.values()) + int(n_queries + n_same_scene > 0) + int(n_neg > 0)
+    units, k = make_units(photo_list, need)
+    rng = np.random.default_rng([seed, 0])
+    jobs, fillers, n_neg_sources = plan_jobs(rng, units, n_references, n_pos, n_neg, counts)
+
+    for sub in ("references", "queries", "background"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # an old manifest must not describe a half-rebuilt folder
+    state = WorkerState(photo_list, fillers, out, seed)
+    results = execute(jobs, state, workers, progress)
+
+    sections: dict[str, dict[str, Any]] = {"references": {}, "queries": {}, "background": {}}
+    for section, oid, entry in results:
+        sections[section][oid] = entry
+    refs = dict(sorted(sections["references"].items()))
+    queries = dict(sorted(sections["queries"].items()))
+    background = dict(sorted(sections["background"].items()))
+    for qid, q in queries.items():  # link holistic crops to their query
+        if q["kind"] == "hard_negative_holistic":
+            refs[q["related_references"][0]]["holistic_query"] = qid
+    os.sync()  # the images are durable before the files that describe them are written
+    gt = [GroundTruthMatch(qid, q["reference_id"] or "") for qid, q in queries.items()]
+    write_ground_truth(out / "ground_truth.csv", gt)
+    write_skipped_csv(skipped, out / "skipped.csv")
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "seed": seed,
+        "params": {"n_references": n_references, "n_queries": n_queries, "copy_fraction": copy_fraction,
+                   "n_distractors": n_distractors, "n_background": n_background, "n_holistic": n_holistic,
+                   "n_same_scene": n_same_scene, "jpeg_quality": JPEG_QUALITY, "max_side": MAX_SIDE,
+                   "min_visible": MIN_VISIBLE},
+        "photos": str(photos),
+        "plan": {"n_photos": len(photo_list), "tiles_per_photo": k, "n_units": len(units),
+                 "n_filler": len(fillers), "n_negative_sources": n_neg_sources,
+                 "filler": [{"source": photo_list[u.photo].name,
+                             "crop_box": None if k == 1 else list(u.box)} for u in fillers]},
+        "skipped": [{"path": s.path, "reason": s.reason, "message": s.message} for s in skipped],
+        "references": refs,
+        "queries": queries,
+        "background": {bid: b["source"] for bid, b in background.items()},
+        "background_crop_boxes": {bid: b["crop_box"] for bid, b in background.items() if b["crop_box"]},
+    }
+    with atomic_write(out / "manifest.json", "w") as fh:
+        fh.write(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    _remove_stale(out, {e["file"] for e in (*refs.values(), *queries.values(), *background.values())})
+
+    families = Counter(f for q in queries.values() for f in q["families"])
+    return BenchmarkSummary(
+        out_dir=out, n_photos=len(photo_list), skipped=skipped, tiles_per_photo=k,
+        references=_ordered(Counter(r["kind"] for r in refs.values()), REFERENCE_KINDS),
+        queries=_ordered(Counter(q["kind"] for q in queries.values()), QUERY_KINDS),
+        families={f: families[f] for f in (*CHAIN_FAMILIES, "mild") if families[f]},
+        n_background=len(background), n_filler=len(fillers), n_negative_sources=n_neg_sources,
+        ground_truth_pairs=sum(1 for m in gt if m.reference_id),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def add_make_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``icd make-benchmark PHOTOS OUT`` (and ``bench/make_dataset.py``)."""
+    parser.add_argument("photos", type=Path, help="folder of photos (searched recursively)")
+    parser.add_argument("out", type=Path, help="output folder (image folders, CSVs, manifest)")
+    parser.add_argument("--references", type=int, default=1000, help="references (default: %(default)s)")
+    parser.add_argument("--queries", type=int, default=2000, help="copies + negatives (default: %(default)s)")
+    parser.add_argument("--copy-fraction", type=float, default=0.4, help="copy share (default: %(default)s)")
+    parser.add_argument("--distractors", type=int, default=0, help="uncopied refs (default: %(default)s)")
+    parser.add_argument("--background", type=int, default=100, help="background (default: %(default)s)")
+    parser.add_argument("--holistic", type=int, default=100, help="holistic negatives (default: %(default)s)")
+    parser.add_argument("--same-scene", type=int, default=50, help="same-scene pairs (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_make_benchmark(args: argparse.Namespace) -> int:
+    """Run the builder from parsed arguments; prints the summary. Returns 0, or 2 on bad settings."""
+    t0 = time.perf_counter()
+    try:
+        summary = build_benchmark(
+            args.photos, args.out, n_references=args.references, n_queries=args.queries,
+            copy_fraction=args.copy_fraction, n_distractors=args.distractors, n_background=args.background,
+            n_holistic=args.holistic, n_same_scene=args.same_scene, seed=args.seed, workers=args.workers,
+            progress=not args.quiet,
+        )
+    except (BenchmarkError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary)
+    print(f"  wall time: {time.perf_counter() - t0:.1f} s")
+    return 0
