@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LoadConfig", "LocalConfig", "MatcherConfig"]
+__all__ = ["DescriptorConfig", "DetectorConfig", "LoadConfig", "LocalConfig", "MatcherConfig"]
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,9 @@ class LocalConfig:
     """Local-feature extraction, matching and geometric verification."""
 
     extractor: str = "sift"  # name in matcher.local.features.EXTRACTORS
-    working_size: int = 512  # longer side (px) the image is resized to before extraction
-    max_keypoints: int = 1024  # keypoint budget per image (strongest responses kept)
+    working_size: int = 512  # longer side (px) the image is resized to before extraction (measured:
+    # bench/local_features_measure.py; 384 is ~1.45x faster with similar inlier separation)
+    max_keypoints: int = 1024  # keypoint budget per image (strongest responses kept; measured, see above)
     max_upscale: float = 2.0  # small images are enlarged towards working_size by at most this factor
     sift_contrast_threshold: float = 0.04  # OpenCV SIFT contrastThreshold (kornia: min |DoG| = this / layers)
     sift_edge_threshold: float = 10.0  # OpenCV SIFT edgeThreshold (larger keeps more edge-like keypoints)
@@ -45,11 +46,45 @@ class LocalConfig:
 
 
 @dataclass(frozen=True)
+class DetectorConfig:
+    """The pasted-picture detector (YOLO, :mod:`detectors`) used by the "yolo" region proposer."""
+
+    weights: str = ""  # weights file (.pt + .json beside it); "" = the shipped weights/detector_yolov8n.pt
+    conf: float = 0.1  # minimum box confidence (D2LV kept boxes at 0.1)
+    iou: float = 0.5  # NMS IoU threshold
+    max_boxes: int = 20  # boxes kept per image, best first (D2LV: 20)
+    imgsz: int = 0  # square input size, px; 0 = the size stored with the weights
+    device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
+    batch_size: int = 16  # images per forward pass
+
+
+@dataclass(frozen=True)
+class DescriptorConfig:
+    """Global descriptor (candidate list, ASL norm gate) and its reference index."""
+
+    model: str = "asl_lite0"  # name in matcher.descriptors.registry.DESCRIPTORS
+    weights: str = ""  # weights file; "" = the model's shipped file in weights/
+    dim: int = 256  # descriptor size (64-512); taken from the weights file when it says otherwise
+    image_size: int = 160  # square input side, px
+    scales: tuple[int, ...] = ()  # extra input sides (px) averaged in (multi-scale); () = single scale
+    batch_size: int = 32  # images per forward pass
+    score_norm_beta: float = 1.0  # score - beta * mean top-k similarity to the background set (0 = off)
+    score_norm_k: int = 5  # k of the background similarities
+    gate_margin: float | None = None  # log||f(q)|| - log||f(r)|| above this marks a pair (ASL); None = from weights
+    gate_penalty: float = 0.1  # global-only mode: marked pairs' scores are lowered by this
+    index_type: str = "auto"  # "flat" (exact inner product), "ivfpq", or "auto" (flat up to index_threshold)
+    index_threshold: int = 1_000_000  # "auto" switches to IVF-PQ above this many references
+    nprobe: int = 16  # IVF lists visited per query
+
+
+@dataclass(frozen=True)
 class MatcherConfig:
     """Everything the engine needs; build with keyword overrides, e.g. ``MatcherConfig.make(local={"ratio": .8})``."""
 
     load: LoadConfig = field(default_factory=LoadConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)  # pasted-picture detector
+    descriptor: DescriptorConfig = field(default_factory=DescriptorConfig)  # global descriptor + index
     threshold: float = 0.5  # default decision threshold on the calibrated pair score
     top_k: int = 10  # pairs written per query
     max_rows: int = 500_000  # rows in a submission, all queries together
