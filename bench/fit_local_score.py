@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         "data": f"benchmark built from {args.photos} (train split): {args.references} references, "
                 f"{args.queries} queries + hard negatives, seed {args.seed}; holistic hard negatives excluded",
         "command": "python " + " ".join(sys.argv),
-        "n_pairs": int(len(y)), "n_positive": int(y.sum()), "n_queries": n_q,
+        "n_pairs": len(y), "n_positive": int(y.sum()), "n_queries": n_q,
         "train_accuracy_at_0.5": round(acc, 4),
         "wall_seconds": round(time.time() - t0, 1),
         "licence": "AGPL-3.0 (project licence)",

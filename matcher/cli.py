@@ -5,7 +5,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:

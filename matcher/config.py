@@ -92,7 +92,7 @@ class MatcherConfig:
     seed: int = 0
 
     @classmethod
-    def make(cls, **overrides: Any) -> "MatcherConfig":
+    def make(cls, **overrides: Any) -> MatcherConfig:
         """Build a config from nested dict overrides (the shape of :meth:`to_dict`)."""
         base = cls()
         kw: dict[str, Any] = {}

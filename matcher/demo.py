@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["add_demo_arguments", "run_demo", "DEMO_SIZES"]
+__all__ = ["DEMO_SIZES", "add_demo_arguments", "run_demo"]
 
 # Small enough for a couple of minutes on 2 CPU cores.
 DEMO_SIZES = dict(n_references=8, n_queries=24, copy_fraction=0.5, n_distractors=0, n_background=2,

@@ -23,6 +23,8 @@ def add_match_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_match(args: argparse.Namespace) -> int:
     from matcher.config import MatcherConfig
+    from matcher.io import DuplicateIdError
+    from matcher.local.store import FeatureStoreError
     from matcher.match_job import run_exhaustive_match
 
     regions = tuple(r.strip() for r in args.query_regions.split(",") if r.strip())
@@ -30,7 +32,7 @@ def run_match(args: argparse.Namespace) -> int:
         config = MatcherConfig.make(top_k=args.top_k, max_rows=args.max_rows, local={"query_regions": regions})
         summary = run_exhaustive_match(args.queries, args.references, args.output, config=config,
                                        cache_dir=args.cache, progress=not args.no_progress)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+    except (FileNotFoundError, NotADirectoryError, ValueError, DuplicateIdError, FeatureStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for s in summary.skipped:

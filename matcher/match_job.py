@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from matcher.config import MatcherConfig
-from matcher.io import SkippedFile, read_images, write_skipped_csv
+from matcher.io import ImageLoadError, SkippedFile, load_image, read_images, write_skipped_csv
 from matcher.local.engine import LocalEngine
 from matcher.local.types import LocalFeatures
 from matcher.local.verify import ReferenceBank
@@ -59,12 +59,11 @@ def _reference_features(engine: LocalEngine, references: str | Path, cache_dir: 
     ids: list[str] = []
     feats: list[LocalFeatures] = []
     new: dict[str, LocalFeatures] = {}
-    keys = {}
     for rid, path in tqdm(list(zip(refs.ids, refs.paths)), desc="references", unit="img", disable=not progress):
         key = None
         if store is not None:
             try:
-                key = keys[rid] = _content_key(path)
+                key = _content_key(path)
             except OSError:
                 key = None
             if key is not None and key in store:
@@ -72,8 +71,9 @@ def _reference_features(engine: LocalEngine, references: str | Path, cache_dir: 
                 feats.append(store.get(key))
                 continue
         try:
-            image = refs.load(rid)
-        except Exception:  # recorded in refs.skipped by the reader
+            image = load_image(path, config=engine.config.load)
+        except ImageLoadError as exc:
+            skipped.append(SkippedFile(str(path), exc.reason, str(exc)))
             continue
         f = engine.reference_features(image)
         ids.append(rid)

@@ -11,7 +11,8 @@ Usage::
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Registry", "UnknownNameError"]
 

@@ -23,6 +23,7 @@ def folders(tmp_path_factory):
     names = ["astronaut", "coffee", "rocket", "chelsea"]
     for n in names:
         Image.fromarray(demo_photo(n)).save(refs / f"{n}.png")
+    (refs / "corrupt_ref.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     a, r = demo_photo("astronaut"), demo_photo("rocket")
     Image.fromarray(a[60:360, 80:400]).save(qs / "q_crop_astronaut.jpg", quality=80)
     Image.fromarray(np.ascontiguousarray(r[:, ::-1])).save(qs / "q_flip_rocket.png")
@@ -49,7 +50,7 @@ def test_exhaustive_match_writes_submission_and_skipped(folders, tmp_path):
     assert all(r.score <= 0.5 for r in rows if r.query_id in ("q_negative_moon", "ünïcødé_名前"))
     with open(tmp_path / "skipped.csv", newline="", encoding="utf-8") as fh:
         skipped = {row["path"].rsplit("/", 1)[-1]: row["reason"] for row in csv.DictReader(fh)}
-    assert set(skipped) == {"broken.jpg", "empty.png", "tiny.png", "notes.txt"}
+    assert set(skipped) == {"broken.jpg", "empty.png", "tiny.png", "notes.txt", "corrupt_ref.png"}
     assert skipped["tiny.png"] == "too_small" and skipped["empty.png"] == "empty"
 
 

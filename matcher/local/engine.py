@@ -16,7 +16,13 @@ from matcher.local.features import create_extractor
 from matcher.local.regions import Region
 from matcher.local.score import LocalScoreModel
 from matcher.local.types import LocalFeatures
-from matcher.local.verify import QueryFeatures, ReferenceBank, extract_query_features, region_features, verify_query
+from matcher.local.verify import (
+    QueryFeatures,
+    ReferenceBank,
+    extract_query_features,
+    region_features,
+    verify_query,
+)
 
 __all__ = ["LocalEngine", "ScoredPair"]
 

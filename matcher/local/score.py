@@ -19,7 +19,7 @@ import numpy as np
 
 from matcher.local.evidence import PairEvidence
 
-__all__ = ["FEATURE_NAMES", "LocalScoreModel", "evidence_features", "fit_logistic", "DEFAULT_WEIGHTS_PATH"]
+__all__ = ["DEFAULT_WEIGHTS_PATH", "FEATURE_NAMES", "LocalScoreModel", "evidence_features", "fit_logistic"]
 
 FEATURE_NAMES = ("log1p_inliers", "inlier_ratio", "coverage")
 DEFAULT_WEIGHTS_PATH = Path(__file__).resolve().parents[2] / "weights" / "local_score.json"
@@ -56,7 +56,7 @@ class LocalScoreModel:
         return 1.0 / (1.0 + math.exp(-z))
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "LocalScoreModel":
+    def load(cls, path: str | Path | None = None) -> LocalScoreModel:
         """The fitted model from ``path`` (default ``weights/local_score.json``); the default model if absent."""
         p = Path(path) if path is not None else DEFAULT_WEIGHTS_PATH
         if not p.exists():

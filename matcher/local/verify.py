@@ -54,7 +54,7 @@ class ReferenceBank:
     offsets: np.ndarray
 
     @classmethod
-    def build(cls, ids: Sequence[str], features: Sequence[LocalFeatures]) -> "ReferenceBank":
+    def build(cls, ids: Sequence[str], features: Sequence[LocalFeatures]) -> ReferenceBank:
         if len(ids) != len(features):
             raise ValueError(f"{len(ids)} ids but {len(features)} feature sets")
         dim = features[0].descriptors.shape[1] if features else 128
@@ -66,7 +66,7 @@ class ReferenceBank:
             desc[a:b] = f.descriptors
         return cls(list(ids), list(features), desc, offsets)
 
-    def subset(self, indices: Sequence[int]) -> "ReferenceBank":
+    def subset(self, indices: Sequence[int]) -> ReferenceBank:
         """A bank of the references at ``indices`` (in that order), e.g. one query's candidates."""
         idx = [int(i) for i in indices]
         return ReferenceBank.build([self.ids[i] for i in idx], [self.features[i] for i in idx])
