@@ -42,7 +42,7 @@ def items() -> dict[str, LocalFeatures]:
 
 
 def test_round_trip_float16(tmp_path, items):
-    st = FeatureStore(tmp_path / "fs", SIG)
+    st = FeatureStore(tmp_path / "fs", SIG, descriptor_dtype="float16")
     assert len(st) == 0 and st.ids() == [] and "a" not in st
     assert st.add(items) == 3
     again = FeatureStore(tmp_path / "fs", SIG)
@@ -171,7 +171,7 @@ def test_corrupt_index_is_reported(tmp_path, items):
 
 @pytest.mark.parametrize("fail_on", ["shard", "index"])
 def test_failed_write_leaves_previous_store_readable(tmp_path, items, monkeypatch, fail_on):
-    FeatureStore(tmp_path, SIG).add({"a": items["a"]})
+    FeatureStore(tmp_path, SIG, descriptor_dtype="float16").add({"a": items["a"]})
     real = store_mod.atomic_write_bytes
 
     def flaky(path, data):
@@ -197,9 +197,12 @@ def test_failed_write_leaves_previous_store_readable(tmp_path, items, monkeypatc
 
 def test_store_bytes_per_image(tmp_path):
     n = 1024
-    FeatureStore(tmp_path, SIG).add({"x": _features(0, n)})
-    size = (tmp_path / "shard-000000.bin").stat().st_size
+    FeatureStore(tmp_path / "f16", SIG, descriptor_dtype="float16").add({"x": _features(0, n)})
+    size = (tmp_path / "f16" / "shard-000000.bin").stat().st_size
     assert size == 32 + 4 + 8 + n * (8 + 4 + 4 + 128 * 2) + 4
+    FeatureStore(tmp_path / "default", SIG).add({"x": _features(0, n)})  # default: uint8 descriptors
+    size = (tmp_path / "default" / "shard-000000.bin").stat().st_size
+    assert size == 32 + 4 + 8 + n * (8 + 4 + 4 + 128) + 4
 
 
 # ------------------------------------------------------------------------------------------- cache

@@ -200,7 +200,8 @@ class FeatureStore:
     ``FeatureStore(path, extractor.signature())`` opens an existing store (refusing another format version or
     signature with :class:`FeatureStoreError`) or, if ``path`` holds no index, an empty one that is created on
     the first :meth:`add`. ``descriptor_dtype`` ("float16" or "uint8") applies to a new store; an existing
-    store keeps its own. ``cache_shards`` decoded shards are kept in memory for :meth:`get`.
+    store keeps its own. The default is uint8 (value * 255): half the bytes of float16 and ~9x faster to load, at a
+    cosine >= 0.9999 to the float32 descriptors (bench/local_features_measure.py). ``cache_shards`` decoded shards are kept in memory for :meth:`get`.
     """
 
     def __init__(
@@ -208,7 +209,7 @@ class FeatureStore:
         path: str | os.PathLike[str],
         signature: Mapping[str, Any],
         *,
-        descriptor_dtype: str = "float16",
+        descriptor_dtype: str = "uint8",
         cache_shards: int = 2,
     ) -> None:
         if descriptor_dtype not in _DTYPE_CODES:
