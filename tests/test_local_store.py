@@ -82,7 +82,7 @@ def test_uint8_descriptors(tmp_path, items):
 
 
 def test_append_across_opens(tmp_path, items):
-    FeatureStore(tmp_path, SIG).add({"a": items["a"]})
+    FeatureStore(tmp_path, SIG, descriptor_dtype="float16").add({"a": items["a"]})
     st = FeatureStore(tmp_path, SIG)
     st.add({"b": items["b"], "empty": items["empty"]})
     st.add({"c": _features(5, 3)})
