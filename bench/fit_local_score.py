@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=400)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS_PATH))
+    ap.add_argument("--max-queries", type=int, default=None, help="use only the first N queries (by id)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     bench = out / "benchmark"
@@ -56,7 +57,11 @@ def main(argv=None) -> int:
     for qid, _, im in read_images(bench / "queries").iter_loaded():
         if manifest["queries"][qid]["kind"] == "hard_negative_holistic":
             continue
+        if args.max_queries is not None and n_q >= args.max_queries:
+            break
         n_q += 1
+        if n_q % 20 == 0:
+            print(f"{n_q} queries, {len(ys)} fitted pairs, {time.time() - t0:.0f}s", flush=True)
         for r, (_, ev) in verify_query(engine.query_features(im), bank, engine.config.local,
                                        engine.score_model).items():
             if ev.verified:
@@ -69,7 +74,8 @@ def main(argv=None) -> int:
     acc = float(((p >= 0.5) == y).mean())
     card = {
         "data": f"benchmark built from {args.photos} (train split): {args.references} references, "
-                f"{args.queries} queries + hard negatives, seed {args.seed}; holistic hard negatives excluded",
+                f"{args.queries} queries + hard negatives, seed {args.seed}; the first {n_q} non-holistic queries "
+                "(by id) against all references; holistic hard negatives excluded",
         "command": "python " + " ".join(sys.argv),
         "n_pairs": len(y), "n_positive": int(y.sum()), "n_queries": n_q,
         "train_accuracy_at_0.5": round(acc, 4),

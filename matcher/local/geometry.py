@@ -365,6 +365,9 @@ def _ransac(
 ) -> np.ndarray | None:
     """Best (3, 3) transform q -> r (px, (n, 2) unique correspondences) by LO-RANSAC with MSAC scoring."""
     n, s = len(q), MIN_SAMPLE[model]
+    # With few correspondences there are few distinct minimal samples (C(8, 4) = 70): drawing 2,000 of them is
+    # wasted work, and non-matching pairs (few matches, no consensus) never trigger the adaptive stop.
+    max_iters = min(max_iters, max(64, 3 * math.comb(n, s)))
     rng = np.random.default_rng(seed)
     tq, tr = _normaliser(q), _normaliser(r)
     qn, rn = _transform_pts(tq, q), _transform_pts(tr, r)

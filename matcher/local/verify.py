@@ -110,7 +110,8 @@ def verify_query(
     *,
     min_matches: int | None = None,
 ) -> dict[int, tuple[float, PairEvidence]]:
-    """Best (score, evidence) per reference index of ``bank``, over query regions and plain/mirrored matches.
+    """Best (score, evidence) per reference index of ``bank``, over query regions (per region, the plain or the
+    mirrored matches, whichever are more numerous).
 
     Only references with at least ``min_matches`` (default ``config.min_inliers``) tentative matches in some
     region are fitted; the others are absent from the result (score 0: "too few matches").
@@ -125,14 +126,18 @@ def verify_query(
         mirrored = feats.mirrored if config.mirror else None
         res = match_one_to_many(feats.descriptors, bank.descriptors, bank.offsets, ratio=config.ratio,
                                 mutual=config.mutual, mirrored=mirrored)
-        for batch, is_mirrored in ((res.plain, False), (res.mirrored, True)):
-            if batch is None:
-                continue
-            for r in np.flatnonzero(batch.counts() >= need):
-                r = int(r)
-                ev = evidence_from_matches(feats, bank.features[r], batch[r], is_mirrored, config,
-                                           query_region=region)
-                s = model.score(ev)
-                if r not in best or s > best[r][0]:
-                    best[r] = (s, ev)
+        plain_counts = res.plain.counts()
+        mirror_counts = res.mirrored.counts() if res.mirrored is not None else np.zeros_like(plain_counts)
+        # A copy is either mirrored or not: fit only the orientation with more tentative matches (about half the
+        # RANSAC work; the other orientation of a true copy holds only chance matches).
+        use_mirror = mirror_counts > plain_counts
+        counts = np.where(use_mirror, mirror_counts, plain_counts)
+        for r in np.flatnonzero(counts >= need):
+            r = int(r)
+            is_mirrored = bool(use_mirror[r])
+            batch = res.mirrored if is_mirrored else res.plain
+            ev = evidence_from_matches(feats, bank.features[r], batch[r], is_mirrored, config, query_region=region)
+            s = model.score(ev)
+            if r not in best or s > best[r][0]:
+                best[r] = (s, ev)
     return best
