@@ -18,6 +18,7 @@ import io
 import os
 import stat
 import struct
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -170,10 +171,26 @@ def _exif_oriented(im: Image.Image) -> Image.Image:
         return im
 
 
+def _pil_open() -> Callable[..., Image.Image]:
+    """PIL's own ``Image.open``, also when another library has monkey-patched it.
+
+    ultralytics replaces ``PIL.Image.open`` on import with a wrapper that, on an unidentified file, tries to pip
+    install a HEIF plugin and raises ModuleNotFoundError offline. It keeps the original as ``_image_open`` in its
+    module; any wrapper following that convention is bypassed here.
+    """
+    fn = Image.open
+    module = getattr(fn, "__module__", "PIL.Image")
+    if module != "PIL.Image":
+        original = getattr(sys.modules.get(module), "_image_open", None)
+        if original is not None and getattr(original, "__module__", "") == "PIL.Image":
+            return original
+    return fn
+
+
 def _open_and_decode(name: str, fp: Any, max_pixels: int, min_side: int) -> Image.Image:
     with _strict_pil(max_pixels):
         try:
-            im = Image.open(fp, formats=_PIL_FORMATS)
+            im = _pil_open()(fp, formats=_PIL_FORMATS)
         except UnidentifiedImageError as e:
             raise ImageLoadError(
                 name, "not_an_image", f"not a recognised image (supported: {', '.join(_PIL_FORMATS)})"

@@ -643,3 +643,16 @@ def test_write_skipped_csv(tmp_path):
 
     write_skipped_csv([], out)
     assert out.read_text(encoding="utf-8").strip() == "path,reason,message"
+
+
+def test_loader_survives_ultralytics_patching_pil(tmp_path):
+    """ultralytics monkey-patches PIL.Image.open (HEIF auto-install on unidentified files); the loader bypasses it."""
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch)
+    from PIL import Image as PILImage
+
+    assert PILImage.open.__module__ != "PIL.Image"
+    p = tmp_path / "text.jpg"
+    p.write_text("hello, not an image")
+    with pytest.raises(ImageLoadError) as info:
+        load_image(p)
+    assert info.value.reason == "not_an_image"
