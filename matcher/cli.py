@@ -1,68 +1,56 @@
-"""The ``icd`` command line. Each subcommand lives in the module that owns its concern; this file only wires them."""
+"""The ``icd`` command line. Each subcommand lives in the module that owns its concern; this file only wires them.
+
+Only the chosen subcommand's module is imported (torch, ultralytics and friends load only when needed).
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+# name -> (help, module, function adding the arguments, function running the command)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "demo": ("build a small benchmark from scikit-image's photos and run the matcher on it",
+             "matcher.demo", "add_demo_arguments", "run_demo"),
+    "eval": ("score a submission CSV against a ground-truth CSV (µAP, recall@P90, ...)",
+             "matcher.eval_cli", "add_eval_arguments", "run_eval_from_args"),
+    "make-benchmark": ("build a DISC-like copy-detection benchmark from a folder of photos",
+                       "matcher.benchmark.builder", "add_make_benchmark_arguments", "run_make_benchmark"),
+    "score": ("score one query/reference pair and explain the decision",
+              "matcher.score_cli", "add_score_arguments", "run_score"),
+    "match": ("match a folder of queries against a folder of references (ISC CSV out)",
+              "matcher.match_cli", "add_match_arguments", "run_match"),
+    "train-descriptor": ("train the ASL global descriptor on a folder of photos",
+                         "matcher.descriptors.train", "add_train_descriptor_arguments", "run_train_descriptor"),
+    "make-detector-data": ("generate a synthetic YOLO dataset of pasted pictures from a folder of photos",
+                           "detectors.synth", "add_make_detector_data_arguments", "run_make_detector_data"),
+    "train-detector": ("train the YOLO region detector on a synthetic dataset",
+                       "detectors.train", "add_train_detector_arguments", "run_train_detector"),
+}
 
 
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from matcher.eval_cli import add_eval_arguments, run_eval_from_args
-
-    p = sub.add_parser("eval", help="score a submission CSV against a ground-truth CSV (µAP, recall@P90, ...)")
-    add_eval_arguments(p)
-    p.set_defaults(func=run_eval_from_args)
-
-
-def _add_make_benchmark(sub: argparse._SubParsersAction) -> None:
-    from matcher.benchmark.builder import add_make_benchmark_arguments, run_make_benchmark
-
-    p = sub.add_parser("make-benchmark", help="build a DISC-like copy-detection benchmark from a folder of photos")
-    add_make_benchmark_arguments(p)
-    p.set_defaults(func=run_make_benchmark)
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from matcher.demo import add_demo_arguments, run_demo
-
-    p = sub.add_parser("demo", help="build a small benchmark from scikit-image's photos and run the matcher on it")
-    add_demo_arguments(p)
-    p.set_defaults(func=run_demo)
-
-
-def _add_score(sub: argparse._SubParsersAction) -> None:
-    from matcher.score_cli import add_score_arguments, run_score
-
-    p = sub.add_parser("score", help="score one query/reference pair and explain the decision")
-    add_score_arguments(p)
-    p.set_defaults(func=run_score)
-
-
-def _add_match(sub: argparse._SubParsersAction) -> None:
-    from matcher.match_cli import add_match_arguments, run_match
-
-    p = sub.add_parser("match", help="match a folder of queries against a folder of references (ISC CSV out)")
-    add_match_arguments(p)
-    p.set_defaults(func=run_match)
-
-
-_COMMANDS = (_add_eval, _add_make_benchmark, _add_demo, _add_score, _add_match)
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only`` set, just that subcommand's module is imported and its arguments added."""
     parser = argparse.ArgumentParser(prog="icd", description="icd-matcher: image copy detection")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in _COMMANDS:
-        add(sub)
+    for name, (help_text, module, add, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or only == name:
+            mod = importlib.import_module(module)
+            getattr(mod, add)(p)
+            p.set_defaults(func=getattr(mod, run))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(chosen if chosen in COMMANDS else None)
+    args = parser.parse_args(args_list)
     if args.version:
         from importlib.metadata import version
 
