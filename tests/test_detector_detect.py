@@ -1,0 +1,98 @@
+"""detect_regions on a tiny random model, the letterbox mapping and the "yolo" region proposer."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detectors import detect
+from detectors.detect import Detection, Detector, detect_regions, letterbox, make_yolo_proposer
+from detectors.model import DetectorMeta, build_model, save_detector
+from matcher.config import DetectorConfig, MatcherConfig
+from matcher.local.regions import PROPOSERS, Region, propose_regions
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1)
+    model = build_model("yolov8n.yaml", nc=1)
+    return save_detector(model, tmp_path_factory.mktemp("w") / "tiny.pt", DetectorMeta(imgsz=96))
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (80, 120, 3), dtype=np.uint8), rng.integers(0, 256, (150, 60, 3), dtype=np.uint8),
+            rng.integers(0, 256, (64, 64), dtype=np.uint8)]
+
+
+def test_letterbox_maps_points() -> None:
+    img = np.zeros((50, 100, 3), np.uint8)
+    img[10, 20] = 255
+    canvas, r, (px, py) = letterbox(img, 64)
+    assert canvas.shape == (64, 64, 3) and r == pytest.approx(0.64) and px == 0 and py == 16
+    assert canvas[0, 0, 0] == 114 and canvas[16, 0, 0] == 0
+
+
+def test_detect_regions_types_conf_and_max_boxes(weights: Path, images: list[np.ndarray]) -> None:
+    cfg = DetectorConfig(weights=str(weights), conf=0.0, max_boxes=7, batch_size=2, device="cpu")
+    dets = detect_regions(images, cfg)
+    assert len(dets) == 3
+    for im, ds in zip(images, dets):
+        assert 0 < len(ds) <= 7
+        assert all(isinstance(d, Detection) and d.cls == 0 for d in ds)
+        scores = [d.score for d in ds]
+        assert scores == sorted(scores, reverse=True)
+        h, w = im.shape[:2]
+        for x0, y0, x1, y1 in (d.box for d in ds):
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    # a confidence above every score keeps nothing; max_boxes=0 keeps nothing
+    top = max(d.score for ds in dets for d in ds)
+    assert detect_regions(images, DetectorConfig(weights=str(weights), conf=top + 1e-3)) == [[], [], []]
+    assert detect_regions(images[0], DetectorConfig(weights=str(weights), max_boxes=0, conf=0.0)) == [[]]
+
+
+def test_batching_does_not_change_results(weights: Path, images: list[np.ndarray]) -> None:
+    one = detect_regions(images, DetectorConfig(weights=str(weights), conf=0.0, batch_size=1))
+    three = detect_regions(images, MatcherConfig.make(detector={"weights": str(weights), "conf": 0.0}))
+    for a, b in zip(one, three):  # a random model has near-equal scores: compare as sets, not in order
+        assert len(a) == len(b)
+        assert np.allclose([d.score for d in a], [d.score for d in b], atol=1e-3)
+        bb = np.array([d.box for d in b])
+        found = [np.abs(bb - np.array(d.box)).max(axis=1).min() < 0.5 for d in a]
+        assert np.mean(found) >= 0.8
+
+
+def test_bad_input_is_refused(weights: Path) -> None:
+    det = Detector.load(DetectorConfig(weights=str(weights)))
+    with pytest.raises(ValueError, match="uint8"):
+        det([np.zeros((32, 32, 3), np.float32)])
+    assert detect_regions([], DetectorConfig(weights=str(weights))) == []
+
+
+def test_yolo_proposer_gives_scored_regions(weights: Path) -> None:
+    assert "yolo" in PROPOSERS
+    img = np.random.default_rng(3).integers(0, 256, (90, 140, 3), dtype=np.uint8)
+    regions = make_yolo_proposer(DetectorConfig(weights=str(weights), conf=0.0, max_boxes=5))(img)
+    assert 0 < len(regions) <= 5
+    assert all(isinstance(r, Region) and r.tag == f"yolo:{i}" and r.score is not None for i, r in enumerate(regions))
+    detect.set_proposer_config(DetectorConfig(weights=str(weights), conf=0.0, max_boxes=5))
+    try:
+        regs = propose_regions(img, ["yolo", "full"], min_side=1)
+    finally:
+        detect.set_proposer_config(DetectorConfig())
+    tags = [r.tag for r in regs]
+    assert tags[0] == "yolo:0" and len({r.key() for r in regs}) == len(regs)  # deduplicated
+
+
+def test_missing_weights_fall_back_to_grid_and_warn_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    img = np.zeros((64, 96, 3), np.uint8)
+    proposer = make_yolo_proposer(DetectorConfig(weights=str(tmp_path / "absent.pt")))
+    with caplog.at_level(logging.WARNING, logger="detectors.detect"):
+        first, second = proposer(img), proposer(img)
+    assert [r.tag for r in first] == ["grid2:r0c0", "grid2:r0c1", "grid2:r1c0", "grid2:r1c1"] and first == second
+    msgs = [r.getMessage() for r in caplog.records if "detector unavailable" in r.getMessage()]
+    assert len(msgs) == 1 and "icd train-detector" in msgs[0]
