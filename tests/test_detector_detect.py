@@ -96,3 +96,21 @@ def test_missing_weights_fall_back_to_grid_and_warn_once(tmp_path: Path, caplog:
     assert [r.tag for r in first] == ["grid2:r0c0", "grid2:r0c1", "grid2:r1c0", "grid2:r1c1"] and first == second
     msgs = [r.getMessage() for r in caplog.records if "detector unavailable" in r.getMessage()]
     assert len(msgs) == 1 and "icd train-detector" in msgs[0]
+
+
+def test_shipped_weights_find_a_pasted_picture() -> None:
+    from detectors.evidence import box_iou
+    from detectors.model import DEFAULT_WEIGHTS
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip("shipped detector weights not present")
+    from skimage import data as skdata
+
+    from detectors.synth import _cover
+
+    for bg, fg, (x0, y0, x1, y1) in ((skdata.chelsea(), skdata.coffee(), (200, 100, 380, 260)),
+                                     (skdata.rocket(), skdata.chelsea(), (40, 40, 240, 190))):
+        canvas = _cover(bg, 400, 300).copy()
+        canvas[y0:y1, x0:x1] = _cover(fg, x1 - x0, y1 - y0)  # a photo pasted into another photo
+        dets = detect_regions(canvas, DetectorConfig())[0]
+        assert dets and box_iou((x0, y0, x1, y1), np.array([d.box for d in dets])).max() >= 0.5
