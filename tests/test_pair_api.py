@@ -80,3 +80,21 @@ def test_broken_file_raises_load_error(tmp_path, astronaut):
     bad.write_bytes(b"not an image at all")
     with pytest.raises(ImageLoadError, match="bad.jpg"):
         score_pair(str(bad), astronaut)
+
+
+def test_detected_regions_give_detector_agreement_in_evidence(astronaut):
+    """A query region carrying a detector score (a YOLO box) makes the evidence report its IoU with the match."""
+    from matcher.local.engine import LocalEngine
+    from matcher.local.regions import Region
+    from matcher.local.verify import QueryFeatures, ReferenceBank, region_features, verify_query
+
+    engine = LocalEngine()
+    background = np.asarray(Image.fromarray(demo_photo("coffee")).resize((600, 500)))
+    query = background.copy()
+    query[100:356, 200:456] = np.asarray(Image.fromarray(astronaut).resize((256, 256)))
+    regions = [Region("full", (0, 0, 600, 500)), Region("yolo:0", (200, 100, 456, 356), score=0.8)]
+    qf = QueryFeatures(regions, [region_features(query, r, engine.extractor) for r in regions])
+    bank = ReferenceBank.build(["a"], [engine.reference_features(astronaut)])
+    score, ev = verify_query(qf, bank, engine.config.local, engine.score_model)[0]
+    assert score > 0.5
+    assert ev.detector_score == pytest.approx(0.8) and ev.detector_iou > 0.7

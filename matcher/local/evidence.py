@@ -69,6 +69,8 @@ class PairEvidence:
     query_coverage, reference_coverage: convex hull area of the inliers / frame area, in [0, 1]
     query_frame_in_reference, reference_frame_in_query: see the module docstring, in [0, 1]
     query_points, reference_points: (I, 2) float32 inlier points (px) for drawing
+    detector_iou, detector_score: agreement of the matched query area with a detected picture box (evidence for
+    "pasted copy" rather than "holistic picture containing the reference"); None when no detector ran
     """
 
     n_matches: int = 0
@@ -90,6 +92,8 @@ class PairEvidence:
     reason: str | None = None
     model: str = "homography"
     rmse: float = float("nan")
+    detector_iou: float | None = None  # best IoU of the inlier box in the query with a detected (YOLO) box
+    detector_score: float | None = None  # that box's detector confidence; None when no detector ran
     query_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     reference_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 

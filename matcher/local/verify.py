@@ -97,9 +97,32 @@ def region_features(image: np.ndarray, region: Region, extractor: LocalFeatureEx
 
 
 def extract_query_features(image: np.ndarray, extractor: LocalFeatureExtractor, config: LocalConfig) -> QueryFeatures:
-    """Features of every crop region of ``config.query_regions`` (rotation/flip regions are skipped)."""
+    """Features of every crop region of ``config.query_regions`` (rotation/flip regions are skipped).
+
+    ``"yolo"`` (detected picture boxes) needs the ``detectors`` package, imported here on first use; without
+    usable weights it falls back to the 2x2 grid and logs that once.
+    """
+    if "yolo" in config.query_regions:
+        import detectors.detect  # noqa: F401  (registers the "yolo" proposer)
     regions = [r for r in propose_regions(image, config.query_regions) if not (r.rotation or r.flip)]
     return QueryFeatures(regions, [region_features(image, r, extractor) for r in regions])
+
+
+def _attach_detector_agreement(ev: PairEvidence, detected: list[Region]) -> None:
+    """Set ``ev.detector_iou/score``: the best IoU between the inlier box in the query and a detected box."""
+    if ev.query_box is None:
+        return
+    x0, y0, x1, y1 = ev.query_box
+    area = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    best_iou, best_score = 0.0, None
+    for region in detected:
+        bx0, by0, bx1, by1 = region.box
+        inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
+        union = area + (bx1 - bx0) * (by1 - by0) - inter
+        iou = inter / union if union > 0 else 0.0
+        if iou > best_iou or best_score is None:
+            best_iou, best_score = iou, region.score
+    ev.detector_iou, ev.detector_score = float(best_iou), best_score
 
 
 def verify_query(
@@ -120,6 +143,7 @@ def verify_query(
     best: dict[int, tuple[float, PairEvidence]] = {}
     if len(bank) == 0:
         return best
+    detected = [r for r in query.regions if r.score is not None]  # detector boxes among the query regions
     for region, feats in zip(query.regions, query.features):
         if feats.n == 0:
             continue
@@ -137,6 +161,8 @@ def verify_query(
             is_mirrored = bool(use_mirror[r])
             batch = res.mirrored if is_mirrored else res.plain
             ev = evidence_from_matches(feats, bank.features[r], batch[r], is_mirrored, config, query_region=region)
+            if detected:
+                _attach_detector_agreement(ev, detected)
             s = model.score(ev)
             if r not in best or s > best[r][0]:
                 best[r] = (s, ev)
