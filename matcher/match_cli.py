@@ -18,6 +18,9 @@ def add_match_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", metavar="DIR", help="on-disk feature store for reference features (reused on re-runs)")
     p.add_argument("--query-regions", default="full",
                    help="comma-separated query region proposers for local features (full, grid2, grid3, center)")
+    p.add_argument("--reference-regions", default="full",
+                   help="comma-separated reference region proposers (full, grid2, grid3, center, yolo); each region "
+                        "is matched as an extra reference entry and a reference keeps its best region")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -28,8 +31,10 @@ def run_match(args: argparse.Namespace) -> int:
     from matcher.match_job import run_exhaustive_match
 
     regions = tuple(r.strip() for r in args.query_regions.split(",") if r.strip())
+    ref_regions = tuple(r.strip() for r in args.reference_regions.split(",") if r.strip())
     try:
-        config = MatcherConfig.make(top_k=args.top_k, max_rows=args.max_rows, local={"query_regions": regions})
+        config = MatcherConfig.make(top_k=args.top_k, max_rows=args.max_rows, local={"query_regions": regions,
+                                                                             "reference_regions": ref_regions})
         summary = run_exhaustive_match(args.queries, args.references, args.output, config=config,
                                        cache_dir=args.cache, progress=not args.no_progress)
     except (FileNotFoundError, NotADirectoryError, ValueError, DuplicateIdError, FeatureStoreError) as exc:

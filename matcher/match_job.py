@@ -58,10 +58,14 @@ def _reference_features(engine: LocalEngine, references: str | Path, cache_dir: 
         store = FeatureStore(cache_dir, engine.extractor.signature())
     ids: list[str] = []
     feats: list[LocalFeatures] = []
+    tags: list[str] = []
+    # With reference regions (grids, detected boxes) each reference becomes several bank entries; the feature
+    # store then holds only full-image features, so region features are computed on every run.
+    multi = tuple(engine.config.local.reference_regions) != ("full",)
     new: dict[str, LocalFeatures] = {}
     for rid, path in tqdm(list(zip(refs.ids, refs.paths)), desc="references", unit="img", disable=not progress):
         key = None
-        if store is not None:
+        if store is not None and not multi:
             try:
                 key = _content_key(path)
             except OSError:
@@ -69,21 +73,29 @@ def _reference_features(engine: LocalEngine, references: str | Path, cache_dir: 
             if key is not None and key in store:
                 ids.append(rid)
                 feats.append(store.get(key))
+                tags.append("full")
                 continue
         try:
             image = load_image(path, config=engine.config.load)
         except ImageLoadError as exc:
             skipped.append(SkippedFile(str(path), exc.reason, str(exc)))
             continue
+        if multi:
+            for tag, f in engine.reference_region_features(image):
+                ids.append(rid)
+                feats.append(f)
+                tags.append(tag)
+            continue
         f = engine.reference_features(image)
         ids.append(rid)
         feats.append(f)
+        tags.append("full")
         if key is not None:
             new[key] = f
     if store is not None and new:
         store.add(new)
     skipped.extend(refs.skipped)
-    return ReferenceBank.build(ids, feats)
+    return ReferenceBank.build(ids, feats, tags if multi else None)
 
 
 def run_exhaustive_match(queries: str | Path, references: str | Path, output: str | Path, *,
@@ -100,7 +112,7 @@ def run_exhaustive_match(queries: str | Path, references: str | Path, output: st
     summary = MatchSummary(output=str(output))
     t0 = time.perf_counter()
     bank = _reference_features(engine, references, cache_dir, progress, summary.skipped)
-    summary.n_references = len(bank)
+    summary.n_references = len(set(bank.ids))
     summary.seconds["references"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()

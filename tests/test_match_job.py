@@ -83,3 +83,22 @@ def test_score_cli_json_and_show(tmp_path, capsys):
     img = np.asarray(Image.open(show))
     assert img.shape[0] > 400 and img.shape[1] > 800
     assert main(["score", str(tmp_path / "missing.jpg"), str(r)]) == 2
+
+
+def test_reference_regions_match_a_picture_inside_a_reference(tmp_path):
+    """A reference that holds the query's picture in one quadrant is found through its grid regions, once."""
+    refs, qs = tmp_path / "refs", tmp_path / "qs"
+    refs.mkdir()
+    qs.mkdir()
+    a = demo_photo("astronaut")
+    board = np.asarray(Image.fromarray(demo_photo("coffee")).resize((800, 800))).copy()
+    board[400:800, 400:800] = np.asarray(Image.fromarray(a).resize((400, 400)))
+    Image.fromarray(board).save(refs / "board.png")
+    Image.fromarray(demo_photo("rocket")).save(refs / "rocket.png")
+    Image.fromarray(a[50:450, 50:450]).save(qs / "q.png")
+    out = tmp_path / "sub.csv"
+    assert main(["match", "--queries", str(qs), "--references", str(refs), "--output", str(out),
+                 "--reference-regions", "full,grid2", "--no-progress"]) == 0
+    rows = read_predictions(out)
+    assert [r.reference_id for r in rows if r.score > 0.5] == ["board"]
+    assert len({(r.query_id, r.reference_id) for r in rows}) == len(rows)

@@ -20,6 +20,7 @@ from matcher.local.verify import (
     QueryFeatures,
     ReferenceBank,
     extract_query_features,
+    reference_region_features,
     region_features,
     verify_query,
 )
@@ -57,6 +58,10 @@ class LocalEngine:
         h, w = image.shape[:2]
         return region_features(image, Region("full", (0, 0, w, h)), self.extractor)
 
+    def reference_region_features(self, image: np.ndarray) -> list[tuple[str, LocalFeatures]]:
+        """(tag, features) per region of ``config.local.reference_regions`` (default: the full image only)."""
+        return reference_region_features(image, self.extractor, self.config.local)
+
     def query_features(self, image: np.ndarray) -> QueryFeatures:
         """Features of each query region of ``config.local.query_regions``."""
         return extract_query_features(image, self.extractor, self.config.local)
@@ -90,8 +95,12 @@ class LocalEngine:
         """The references of ``bank`` with a verified match, best first (at most ``top_k``, default config)."""
         k = self.config.top_k if top_k is None else top_k
         best = verify_query(query, bank, self.config.local, self.score_model)
-        pairs = [ScoredPair(bank.ids[r], s, ev) for r, (s, ev) in best.items() if s > 0]
-        pairs.sort(key=lambda p: (-p.score, p.reference_id))
+        by_id: dict[str, ScoredPair] = {}  # a reference with several regions keeps its best one
+        for r, (s, ev) in best.items():
+            rid = bank.ids[r]
+            if s > 0 and (rid not in by_id or s > by_id[rid].score):
+                by_id[rid] = ScoredPair(rid, s, ev)
+        pairs = sorted(by_id.values(), key=lambda p: (-p.score, p.reference_id))
         return pairs[:k]
 
     def match_many(self, queries: Iterable[tuple[str, np.ndarray]], bank: ReferenceBank) -> Iterator[tuple[str, list[ScoredPair]]]:

@@ -20,7 +20,7 @@ from matcher.local.regions import Region, propose_regions
 from matcher.local.score import LocalScoreModel
 from matcher.local.types import LocalFeatures
 
-__all__ = ["QueryFeatures", "ReferenceBank", "extract_query_features", "region_features", "verify_query"]
+__all__ = ["QueryFeatures", "ReferenceBank", "extract_query_features", "reference_region_features", "region_features", "verify_query"]
 
 # Rotation and flip regions add nothing to SIFT (rotation invariant; mirrors are matched through the mirrored
 # descriptors), so for local features only crop-type regions are extracted.
@@ -52,9 +52,11 @@ class ReferenceBank:
     features: list[LocalFeatures]
     descriptors: np.ndarray
     offsets: np.ndarray
+    regions: list[str] | None = None  # region tag of each entry when a reference has several (ids repeat)
 
     @classmethod
-    def build(cls, ids: Sequence[str], features: Sequence[LocalFeatures]) -> ReferenceBank:
+    def build(cls, ids: Sequence[str], features: Sequence[LocalFeatures],
+              regions: Sequence[str] | None = None) -> ReferenceBank:
         if len(ids) != len(features):
             raise ValueError(f"{len(ids)} ids but {len(features)} feature sets")
         dim = features[0].descriptors.shape[1] if features else 128
@@ -64,12 +66,15 @@ class ReferenceBank:
         desc = np.empty((int(offsets[-1]), dim), np.float32)
         for f, a, b in zip(features, offsets[:-1], offsets[1:]):
             desc[a:b] = f.descriptors
-        return cls(list(ids), list(features), desc, offsets)
+        if regions is not None and len(regions) != len(ids):
+            raise ValueError(f"{len(ids)} ids but {len(regions)} region tags")
+        return cls(list(ids), list(features), desc, offsets, None if regions is None else list(regions))
 
     def subset(self, indices: Sequence[int]) -> ReferenceBank:
         """A bank of the references at ``indices`` (in that order), e.g. one query's candidates."""
         idx = [int(i) for i in indices]
-        return ReferenceBank.build([self.ids[i] for i in idx], [self.features[i] for i in idx])
+        regions = None if self.regions is None else [self.regions[i] for i in idx]
+        return ReferenceBank.build([self.ids[i] for i in idx], [self.features[i] for i in idx], regions)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -94,6 +99,16 @@ def region_features(image: np.ndarray, region: Region, extractor: LocalFeatureEx
         image_size=(w, h),
         mirrored=feats.mirrored,
     )
+
+
+def reference_region_features(image: np.ndarray, extractor: LocalFeatureExtractor,
+                              config: LocalConfig) -> list[tuple[str, LocalFeatures]]:
+    """(tag, features) of every crop region of ``config.reference_regions`` (the full image first when listed);
+    keypoints in original reference px. ``"yolo"`` adds detected picture boxes as extra reference regions."""
+    if "yolo" in config.reference_regions:
+        import detectors.detect  # noqa: F401  (registers the "yolo" proposer)
+    regions = [r for r in propose_regions(image, config.reference_regions) if not (r.rotation or r.flip)]
+    return [(r.tag, region_features(image, r, extractor)) for r in regions]
 
 
 def extract_query_features(image: np.ndarray, extractor: LocalFeatureExtractor, config: LocalConfig) -> QueryFeatures:
@@ -160,7 +175,8 @@ def verify_query(
             r = int(r)
             is_mirrored = bool(use_mirror[r])
             batch = res.mirrored if is_mirrored else res.plain
-            ev = evidence_from_matches(feats, bank.features[r], batch[r], is_mirrored, config, query_region=region)
+            ev = evidence_from_matches(feats, bank.features[r], batch[r], is_mirrored, config, query_region=region,
+                                       reference_region=None if bank.regions is None else bank.regions[r])
             if detected:
                 _attach_detector_agreement(ev, detected)
             s = model.score(ev)
