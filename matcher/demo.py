@@ -6,15 +6,14 @@ trivial thumbnail baseline, clearly labelled as a baseline.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 __all__ = ["DEMO_SIZES", "add_demo_arguments", "run_demo"]
 
 # Small enough for a couple of minutes on 2 CPU cores.
-DEMO_SIZES = dict(n_references=8, n_queries=24, copy_fraction=0.5, n_distractors=0, n_background=2,
-                  n_holistic=2, n_same_scene=1)
+DEMO_SIZES = {"n_references": 8, "n_queries": 24, "copy_fraction": 0.5, "n_distractors": 0, "n_background": 2,
+              "n_holistic": 2, "n_same_scene": 1}
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,7 +86,3 @@ def run_demo(args: argparse.Namespace) -> int:
         if tmp is not None:
             tmp.cleanup()
     return 0 if overall.micro_ap == overall.micro_ap else 1  # nan -> failure
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_demo(add_demo_arguments(argparse.ArgumentParser()) or argparse.ArgumentParser().parse_args()))
