@@ -127,17 +127,10 @@ def _attach_detector_agreement(ev: PairEvidence, detected: list[Region]) -> None
     """Set ``ev.detector_iou/score``: the best IoU between the inlier box in the query and a detected box."""
     if ev.query_box is None:
         return
-    x0, y0, x1, y1 = ev.query_box
-    area = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    best_iou, best_score = 0.0, None
-    for region in detected:
-        bx0, by0, bx1, by1 = region.box
-        inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
-        union = area + (bx1 - bx0) * (by1 - by0) - inter
-        iou = inter / union if union > 0 else 0.0
-        if iou > best_iou or best_score is None:
-            best_iou, best_score = iou, region.score
-    ev.detector_iou, ev.detector_score = float(best_iou), best_score
+    from detectors.evidence import detector_agreement  # detected regions only exist when detectors is in use
+
+    agreement = detector_agreement(ev.query_box, detected)
+    ev.detector_iou, ev.detector_score = agreement.iou, agreement.score
 
 
 def verify_query(
