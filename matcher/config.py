@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DescriptorConfig", "DetectorConfig", "LoadConfig", "LocalConfig", "MatcherConfig"]
+__all__ = ["DescriptorConfig", "DetectorConfig", "IndexConfig", "LoadConfig", "LocalConfig", "MatcherConfig", "PipelineConfig"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,30 @@ class DescriptorConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """The matching pipeline: candidates -> regions -> verification -> fused score (:mod:`matcher.pipeline`)."""
+
+    query_regions: tuple[str, ...] = ("full", "grid2", "center", "rotations", "flips", "yolo")  # query variants
+    # described globally and searched against whole references ("local-to-global"); names of region proposers
+    reference_regions: tuple[str, ...] = ("grid2", "grid3", "center")  # reference crops described at index time
+    # and compared with the whole query ("global-to-local")
+    global_k: int = 20  # references retrieved per query variant
+    candidates: int = 30  # candidate budget per query: the best this many references over all variants are verified
+    keypoint_voting: bool = False  # also collect candidates by local-descriptor votes (faiss over reference keypoints)
+    voting_candidates: int = 10  # extra candidates per query from keypoint votes
+    fusion_weights: str = ""  # fusion model (JSON); "" = the shipped weights/fusion.json
+    background: int = 0  # background pictures kept for score normalisation (0 = use what the index holds)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """The on-disk reference index (``icd index``)."""
+
+    batch_size: int = 16  # references processed and committed together (a crash loses at most one batch)
+    local_features: bool = True  # store local features (needed for verification)
+
+
+@dataclass(frozen=True)
 class MatcherConfig:
     """Everything the engine needs; build with keyword overrides, e.g. ``MatcherConfig.make(local={"ratio": .8})``."""
 
@@ -85,6 +109,8 @@ class MatcherConfig:
     local: LocalConfig = field(default_factory=LocalConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)  # pasted-picture detector
     descriptor: DescriptorConfig = field(default_factory=DescriptorConfig)  # global descriptor + index
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # candidates, regions, fusion
+    index: IndexConfig = field(default_factory=IndexConfig)  # on-disk reference index
     threshold: float = 0.5  # default decision threshold on the calibrated pair score
     top_k: int = 10  # pairs written per query
     max_rows: int = 500_000  # rows in a submission, all queries together
