@@ -1,21 +1,24 @@
 """icd-matcher: image copy detection (ISC2021 matching-track style).
 
-Public API: :func:`score_pair` (one pair -> :class:`PairResult`), :func:`load_image`, :class:`MatcherConfig`.
+Public API: :class:`Matcher` (``from_pretrained``, ``score``, ``index``, ``match``: the full pipeline),
+:func:`score_pair` (local verification of one pair -> :class:`PairResult`), :func:`load_image`, :class:`MatcherConfig`.
 Heavy modules (torch, OpenCV, Numba) are imported on first use, not at package import.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["ImageLoadError", "MatcherConfig", "PairResult", "load_image", "score_pair"]
+__all__ = ["ImageLoadError", "Matcher", "MatcherConfig", "PairResult", "load_image", "score_pair"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matcher.api import Matcher
     from matcher.config import MatcherConfig
     from matcher.io import ImageLoadError, load_image
     from matcher.pair import PairResult, score_pair
 
 _LAZY = {
+    "Matcher": "matcher.api",
     "MatcherConfig": "matcher.config",
     "ImageLoadError": "matcher.io",
     "load_image": "matcher.io",

@@ -1,4 +1,9 @@
-"""``icd match --queries DIR --references DIR --output submission.csv``."""
+"""``icd match --queries DIR (--references DIR | --index DIR) --output submission.csv``.
+
+Default: the full pipeline (global candidates over query regions and reference crops, local verification,
+detector, fused asymmetric score). ``--exhaustive``: the local engine alone, every query against every
+reference (small collections, no descriptor model needed).
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,18 +14,29 @@ __all__ = ["add_match_arguments", "run_match"]
 EXIT_SKIPPED = 3  # the job completed but some input files were skipped (listed in skipped.csv)
 
 
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(r.strip() for r in text.split(",") if r.strip())
+
+
 def add_match_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", required=True, help="folder (or file) of query images")
-    p.add_argument("--references", required=True, help="folder of reference images")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--references", help="folder of reference images (indexed for this run)")
+    src.add_argument("--index", help="reference index folder built by `icd index`")
     p.add_argument("--output", required=True, help="submission CSV to write (skipped.csv is written beside it)")
     p.add_argument("--top-k", type=int, default=10, help="pairs written per query (default 10)")
     p.add_argument("--max-rows", type=int, default=500_000, help="rows in total (default 500,000)")
-    p.add_argument("--cache", metavar="DIR", help="on-disk feature store for reference features (reused on re-runs)")
-    p.add_argument("--query-regions", default="full",
-                   help="comma-separated query region proposers for local features (full, grid2, grid3, center)")
-    p.add_argument("--reference-regions", default="full",
-                   help="comma-separated reference region proposers (full, grid2, grid3, center, yolo); each region "
-                        "is matched as an extra reference entry and a reference keeps its best region")
+    p.add_argument("--candidates", type=int, default=None, help="candidate budget per query (default 30)")
+    p.add_argument("--cache", metavar="DIR", help="with --references: keep the reference index (pipeline) or "
+                                                  "feature store (--exhaustive) in DIR and reuse it on re-runs")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="local verification only, every query against every reference (small collections)")
+    p.add_argument("--query-regions", default=None,
+                   help="comma-separated query region proposers: pipeline default full,grid2,center,rotations,"
+                        "flips,yolo (global variants); with --exhaustive default full (local features)")
+    p.add_argument("--reference-regions", default=None,
+                   help="comma-separated reference region proposers: pipeline default grid2,grid3,center (crops "
+                        "described at index time); with --exhaustive default full")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -28,15 +44,36 @@ def run_match(args: argparse.Namespace) -> int:
     from matcher.config import MatcherConfig
     from matcher.io import DuplicateIdError
     from matcher.local.store import FeatureStoreError
-    from matcher.match_job import run_exhaustive_match
 
-    regions = tuple(r.strip() for r in args.query_regions.split(",") if r.strip())
-    ref_regions = tuple(r.strip() for r in args.reference_regions.split(",") if r.strip())
+    qr, rr = _names(args.query_regions), _names(args.reference_regions)
     try:
-        config = MatcherConfig.make(top_k=args.top_k, max_rows=args.max_rows, local={"query_regions": regions,
-                                                                             "reference_regions": ref_regions})
-        summary = run_exhaustive_match(args.queries, args.references, args.output, config=config,
-                                       cache_dir=args.cache, progress=not args.no_progress)
+        if args.exhaustive:
+            from matcher.match_job import run_exhaustive_match
+
+            if args.references is None:
+                raise ValueError("--exhaustive needs --references DIR")
+            config = MatcherConfig.make(top_k=args.top_k, max_rows=args.max_rows,
+                                        local={"query_regions": qr or ("full",), "reference_regions": rr or ("full",)})
+            summary = run_exhaustive_match(args.queries, args.references, args.output, config=config,
+                                           cache_dir=args.cache, progress=not args.no_progress)
+        else:
+            from matcher.index_store import IndexStoreError
+            from matcher.pipeline_job import run_pipeline_match
+
+            pipe: dict[str, object] = {}
+            if qr is not None:
+                pipe["query_regions"] = qr
+            if rr is not None:
+                pipe["reference_regions"] = rr
+            if args.candidates is not None:
+                pipe["candidates"] = args.candidates
+            config = MatcherConfig.make(top_k=args.top_k, max_rows=args.max_rows, pipeline=pipe)
+            try:
+                summary = run_pipeline_match(args.queries, args.output, references=args.references,
+                                             index_dir=args.index or args.cache, config=config,
+                                             progress=not args.no_progress)
+            except IndexStoreError as exc:
+                raise ValueError(str(exc)) from exc
     except (FileNotFoundError, NotADirectoryError, ValueError, DuplicateIdError, FeatureStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

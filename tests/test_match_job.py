@@ -58,8 +58,8 @@ def test_match_cli_exit_code_and_feature_cache(folders, tmp_path, capsys):
     refs, qs = folders
     out = tmp_path / "sub.csv"
     cache = tmp_path / "store"
-    args = ["match", "--queries", str(qs), "--references", str(refs), "--output", str(out), "--cache", str(cache),
-            "--no-progress", "--top-k", "1"]
+    args = ["match", "--exhaustive", "--queries", str(qs), "--references", str(refs), "--output", str(out),
+            "--cache", str(cache), "--no-progress", "--top-k", "1"]
     assert main(args) == 3  # completed, some files skipped
     first = out.read_bytes()
     assert (cache / "index.json").exists()
@@ -77,7 +77,7 @@ def test_score_cli_json_and_show(tmp_path, capsys):
     Image.fromarray(a[100:400, 100:400]).save(q)
     Image.fromarray(a).save(r)
     show = tmp_path / "show.png"
-    assert main(["score", str(q), str(r), "--json", "--show", str(show)]) == 0
+    assert main(["score", str(q), str(r), "--json", "--show", str(show), "--local-only"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["is_copy"] and data["evidence"]["containment"] == "query_in_reference"
     img = np.asarray(Image.open(show))
@@ -97,7 +97,7 @@ def test_reference_regions_match_a_picture_inside_a_reference(tmp_path):
     Image.fromarray(demo_photo("rocket")).save(refs / "rocket.png")
     Image.fromarray(a[50:450, 50:450]).save(qs / "q.png")
     out = tmp_path / "sub.csv"
-    assert main(["match", "--queries", str(qs), "--references", str(refs), "--output", str(out),
+    assert main(["match", "--exhaustive", "--queries", str(qs), "--references", str(refs), "--output", str(out),
                  "--reference-regions", "full,grid2", "--no-progress"]) == 0
     rows = read_predictions(out)
     assert [r.reference_id for r in rows if r.score > 0.5] == ["board"]

@@ -1,0 +1,95 @@
+"""Collect the pipeline's candidate pairs with all fusion features on a benchmark (for fitting and ablations).
+
+A table (dict of equal-length numpy arrays, saved as .npz without pickles) with one row per candidate pair:
+query_id, reference_id, label (1 = ground-truth copy pair), kind and family of the query, the fusion feature
+vector (:data:`matcher.fusion.FEATURE_NAMES`), the local score, and which candidate generators proposed it.
+Timing per stage is returned as well.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from matcher.fusion import FEATURE_NAMES
+from matcher.io import read_images
+from matcher.metrics import load_manifest
+from matcher.pipeline import Pipeline, StageTimer
+from matcher.submission import read_ground_truth
+
+SOURCES = ("global", "regions", "global_to_local", "voting")
+
+
+def open_or_build_index(pipeline: Pipeline, references: Path, index_dir: Path, progress: bool = True):
+    """The index store at ``index_dir`` holding ``references`` (built or resumed)."""
+    from matcher.index_store import IndexStore
+
+    store = IndexStore.open(index_dir, pipeline.config, create=True, descriptor=pipeline.descriptor)
+    t0 = time.perf_counter()
+    job = store.add_references(references, progress=progress)
+    print(f"index: {job} ({time.perf_counter() - t0:.1f}s)")
+    return store
+
+
+def collect(pipeline: Pipeline, store, bench: Path, *, max_queries: int | None = None, chunk: int = 32,
+            progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, float], int]:
+    """Run candidates + verification (no fusion needed) for the benchmark's queries; returns (table, seconds per
+    stage, number of queries)."""
+    manifest = load_manifest(bench / "manifest.json")
+    gt = {(g.query_id, g.reference_id) for g in read_ground_truth(bench / "ground_truth.csv") if g.reference_id}
+    qset = read_images(bench / "queries")
+    ids = sorted(qset.ids)[:max_queries] if max_queries else sorted(qset.ids)
+    timer = StageTimer()
+    cols: dict[str, list] = {k: [] for k in ("query_id", "reference_id", "label", "kind", "family", "features",
+                                             "local_score", "sources", "region", "rank")}
+    bar = tqdm(total=len(ids), desc="queries", disable=not progress)
+    t0 = time.perf_counter()
+    for a in range(0, len(ids), chunk):
+        items = []
+        with timer("load"):
+            for qid in ids[a: a + chunk]:
+                items.append((qid, qset.load(qid)))
+        for q in pipeline.describe_queries(items, timer):
+            cands = pipeline.candidates(q, store, timer)
+            matches = pipeline.verify(q, cands, store, timer)
+            meta = manifest["queries"][q.query_id]
+            for rank, m in enumerate(sorted(matches, key=lambda m: m.reference_row)):
+                cols["query_id"].append(q.query_id)
+                cols["reference_id"].append(m.reference_id)
+                cols["label"].append(int((q.query_id, m.reference_id) in gt))
+                cols["kind"].append(meta.get("kind", ""))
+                cols["family"].append(meta.get("primary_family") or "")
+                cols["features"].append(m.features)
+                ev = m.evidence
+                cols["local_score"].append(pipeline.engine.score_model.score(ev) if ev is not None else 0.0)
+                cols["sources"].append(sum(1 << SOURCES.index(s) for s in m.global_evidence.sources))
+                cols["region"].append(m.global_evidence.region)
+                cols["rank"].append(rank)
+            bar.update(1)
+    bar.close()
+    seconds = dict(timer.seconds)
+    seconds["total"] = time.perf_counter() - t0
+    table = {
+        "query_id": np.array(cols["query_id"], dtype=str), "reference_id": np.array(cols["reference_id"], dtype=str),
+        "label": np.array(cols["label"], np.int8), "kind": np.array(cols["kind"], dtype=str),
+        "family": np.array(cols["family"], dtype=str),
+        "features": np.stack(cols["features"]) if cols["features"] else np.zeros((0, len(FEATURE_NAMES))),
+        "local_score": np.array(cols["local_score"], np.float64), "sources": np.array(cols["sources"], np.int16),
+        "region": np.array(cols["region"], dtype=str),
+        "feature_names": np.array(FEATURE_NAMES, dtype=str),
+    }
+    return table, seconds, len(ids)
+
+
+def save_table(table: dict[str, np.ndarray], path: Path) -> None:
+    np.savez_compressed(path, **table)
+
+
+def load_table(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,136 @@
+"""The Python API: one object that scores pairs, builds reference indexes and matches queries.
+
+    from matcher import Matcher
+    m = Matcher.from_pretrained()
+    result = m.score("query.jpg", "reference.jpg")      # PairMatch: .score, .is_copy, .evidence, .contributions
+    m.index("references/", "refs.icdindex")              # build or resume an on-disk index
+    rows = m.match("queries/", index="refs.icdindex")    # MatchRows: list of dicts, .to_csv(), .to_pandas()
+
+No side effects beyond the files you name: nothing is downloaded, nothing global is changed.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matcher.config import MatcherConfig
+from matcher.io import SkippedFile, load_image, read_images
+from matcher.pipeline import PairMatch, Pipeline
+
+__all__ = ["MatchRows", "Matcher"]
+
+_COLUMNS = ("query_id", "reference_id", "score", "is_copy", "n_inliers", "containment", "mirrored", "query_region",
+            "global_full", "log_norm_ratio")
+
+
+class MatchRows(list):
+    """Rows of :meth:`Matcher.match` (a list of dicts with :data:`columns`), plus ``skipped`` input files."""
+
+    columns = _COLUMNS
+
+    def __init__(self, rows: Iterable[dict[str, Any]] = (), skipped: list[SkippedFile] | None = None) -> None:
+        super().__init__(rows)
+        self.skipped: list[SkippedFile] = skipped or []
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame (pandas must be installed)."""
+        import pandas as pd
+
+        return pd.DataFrame(list(self), columns=list(self.columns))
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write as an ISC submission (query_id,reference_id,score), best first."""
+        from matcher.submission import PredictedMatch, write_predictions
+
+        write_predictions(path, [PredictedMatch(r["query_id"], r["reference_id"], r["score"]) for r in self])
+
+
+def _row(m: PairMatch) -> dict[str, Any]:
+    ev = m.evidence
+    return {
+        "query_id": m.query_id, "reference_id": m.reference_id, "score": m.score, "is_copy": m.is_copy,
+        "n_inliers": ev.n_inliers if ev is not None else 0,
+        "containment": ev.containment if ev is not None else "none",
+        "mirrored": bool(ev.mirrored) if ev is not None else False,
+        "query_region": m.global_evidence.region, "global_full": m.global_evidence.full,
+        "log_norm_ratio": m.global_evidence.log_norm_ratio,
+    }
+
+
+class Matcher:
+    """Models (ASL descriptor, local features, detector, fusion) + config; build with :meth:`from_pretrained`."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.config = pipeline.config
+
+    @classmethod
+    def from_pretrained(cls, config: MatcherConfig | None = None) -> Matcher:
+        """Load the shipped weights (``weights/``) with ``config`` (default settings when None)."""
+        return cls(Pipeline(config or MatcherConfig()))
+
+    def _image(self, source: Any) -> np.ndarray:
+        return load_image(source, config=self.config.load)
+
+    def score(self, query: Any, reference: Any) -> PairMatch:
+        """Fused score of one pair through the full pipeline. ``query``/``reference``: path, PIL image or RGB array.
+
+        Raises :class:`~matcher.io.ImageLoadError` naming the input when an image cannot be read."""
+        from matcher.memory_store import MemoryStore
+
+        p = self.pipeline
+        store = MemoryStore(self.config, p.descriptor)
+        store.add("reference", self._image(reference), p.descriptor, p.engine)
+        (q,) = p.describe_queries([("query", self._image(query))])
+        matches = p.verify(q, p.candidates(q, store), store)
+        return matches[0]
+
+    def index(self, references: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+              path: str | os.PathLike[str], *, progress: bool = False) -> Any:
+        """Add the reference images (a folder or a list of files) to the on-disk index at ``path`` (created if
+        needed; already indexed files are skipped by content). Returns the job summary (``.added``,
+        ``.already``, ``.skipped``)."""
+        from matcher.index_store import IndexStore
+
+        store = IndexStore.open(path, self.config, create=True, descriptor=self.pipeline.descriptor)
+        src = references if isinstance(references, (str, os.PathLike)) else [Path(p) for p in references]
+        return store.add_references(src, progress=progress)
+
+    def match(self, queries: Any, *, index: str | os.PathLike[str] | None = None,
+              references: str | os.PathLike[str] | None = None, top_k: int | None = None,
+              progress: bool = False) -> MatchRows:
+        """Match queries (a folder, a list of files, or one image path) against ``index`` (a folder made by
+        :meth:`index`) or ``references`` (a folder, indexed in memory). Returns the best ``top_k`` (default
+        ``config.top_k``) rows per query, best first; unreadable query files are listed in ``.skipped``."""
+        from matcher.index_store import IndexStore
+        from matcher.memory_store import MemoryStore
+
+        p = self.pipeline
+        k = self.config.top_k if top_k is None else int(top_k)
+        skipped: list[SkippedFile] = []
+        if index is not None:
+            store: Any = IndexStore.open(index, self.config)
+        elif references is not None:
+            store = MemoryStore(self.config, p.descriptor)
+            rset = read_images(references, config=self.config.load)
+            for rid, _path, image in rset.iter_loaded():
+                store.add(rid, image, p.descriptor, p.engine)
+            skipped.extend(rset.skipped)
+        else:
+            raise ValueError("give index= (a folder made by Matcher.index) or references= (a folder)")
+        if isinstance(queries, (str, os.PathLike)) and Path(queries).is_file():
+            qset = read_images([Path(queries)], config=self.config.load)
+        else:
+            qset = read_images(queries, config=self.config.load)
+        out = MatchRows()
+        items = [(qid, img) for qid, _p, img in qset.iter_loaded()]
+        for q in p.describe_queries(items) if items else []:
+            for m in p.verify(q, p.candidates(q, store), store)[:k]:
+                out.append(_row(m))
+        out.skipped = skipped + list(qset.skipped)
+        out.sort(key=lambda r: (-r["score"], r["query_id"], r["reference_id"]))
+        return out
