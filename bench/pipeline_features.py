@@ -46,7 +46,8 @@ def collect(pipeline: Pipeline, store, bench: Path, *, max_queries: int | None =
     ids = sorted(qset.ids)[:max_queries] if max_queries else sorted(qset.ids)
     timer = StageTimer()
     cols: dict[str, list] = {k: [] for k in ("query_id", "reference_id", "label", "kind", "family", "features",
-                                             "local_score", "sources", "region", "rank")}
+                                             "local_score", "sources", "region", "rank",
+                                             "cosine")}
     bar = tqdm(total=len(ids), desc="queries", disable=not progress)
     t0 = time.perf_counter()
     for a in range(0, len(ids), chunk):
@@ -70,6 +71,7 @@ def collect(pipeline: Pipeline, store, bench: Path, *, max_queries: int | None =
                 cols["sources"].append(sum(1 << SOURCES.index(s) for s in m.global_evidence.sources))
                 cols["region"].append(m.global_evidence.region)
                 cols["rank"].append(rank)
+                cols["cosine"].append(m.global_evidence.cosine)
             bar.update(1)
     bar.close()
     seconds = dict(timer.seconds)
@@ -80,7 +82,7 @@ def collect(pipeline: Pipeline, store, bench: Path, *, max_queries: int | None =
         "family": np.array(cols["family"], dtype=str),
         "features": np.stack(cols["features"]) if cols["features"] else np.zeros((0, len(FEATURE_NAMES))),
         "local_score": np.array(cols["local_score"], np.float64), "sources": np.array(cols["sources"], np.int16),
-        "region": np.array(cols["region"], dtype=str),
+        "region": np.array(cols["region"], dtype=str), "cosine": np.array(cols["cosine"], np.float64),
         "feature_names": np.array(FEATURE_NAMES, dtype=str),
     }
     return table, seconds, len(ids)

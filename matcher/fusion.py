@@ -61,12 +61,13 @@ class GlobalEvidence:
     """Global-descriptor evidence for one (query, reference) candidate; similarities are normalised (raw cosine
     minus beta * mean top-k background similarity), ``nan`` where not measured.
 
-    full: whole query vs whole reference; regions: best over query regions (incl. full) vs whole reference, with
+    full: whole query vs whole reference (cosine: the same before normalisation); regions: best over query regions (incl. full) vs whole reference, with
     ``region`` the winning query region tag; to_local: whole query vs best reference crop, with
     ``reference_crop`` its tag; log_norm_ratio: ASL norm ratio of the whole images; sources: which candidate
     generators proposed the pair ("global", "regions", "global_to_local", "voting")."""
 
     full: float = float("nan")
+    cosine: float = float("nan")  # raw cosine of whole query vs whole reference (before normalisation)
     regions: float = float("nan")
     region: str = "full"
     to_local: float = float("nan")
@@ -78,7 +79,7 @@ class GlobalEvidence:
         def f(v: float) -> float | None:
             return None if not math.isfinite(v) else round(float(v), 6)
 
-        return {"full": f(self.full), "regions": f(self.regions), "region": self.region,
+        return {"full": f(self.full), "cosine": f(self.cosine), "regions": f(self.regions), "region": self.region,
                 "to_local": f(self.to_local), "reference_crop": self.reference_crop,
                 "log_norm_ratio": f(self.log_norm_ratio), "sources": list(self.sources)}
 

@@ -248,12 +248,13 @@ class Pipeline:
             ref = store.global_descriptors()
             for row in ranked:
                 zr, nr = split_norm(ref[row: row + 1])
-                sims = z @ zr[0] - bg  # (V,) normalised
+                raw = z @ zr[0]
+                sims = raw - bg  # (V,) normalised
                 best_v = int(np.argmax(sims))
                 _, _, rdesc = store.region_descriptors(row)
                 to_local = float(np.max(split_norm(rdesc)[0] @ z[0]) - bg[0]) if len(rdesc) else float("nan")
                 g = GlobalEvidence(
-                    full=float(sims[0]), regions=float(sims[best_v]), region=q.regions[best_v].tag,
+                    full=float(sims[0]), cosine=float(raw[0]), regions=float(sims[best_v]), region=q.regions[best_v].tag,
                     to_local=to_local, log_norm_ratio=float(np.log(max(norms[0], 1e-12)) - np.log(max(nr[0], 1e-12))),
                     sources=sorted(sources[row]))
                 if len(rdesc):

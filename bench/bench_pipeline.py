@@ -1,0 +1,192 @@
+"""End-to-end benchmark of the matching pipeline, its ablation, and peers, in one run.
+
+    icd make-benchmark ../shared/data/photos/bench /tmp/bench_default          # 1,000 refs / 2,000 queries
+    /tmp/sscd312/bin/python bench/sscd_peer.py folder /tmp/bench_default/references /tmp/sscd_default/references
+    (same for queries and background)
+    python bench/bench_pipeline.py --bench /tmp/bench_default --index /tmp/bench_index \
+        --table /tmp/pipeline_bench.npz --train-table /tmp/fusion_train.npz --sscd /tmp/sscd_default \
+        --out bench/results_pipeline.json
+
+1. Index the references (timed), 2. run candidates + verification for every query (timed by stage; the fused
+score is computed afterwards from the stored features, so every ablation row uses the same candidate pairs),
+3. score: the shipped fusion model and the ablation rows (global; + score normalisation; + regions; + local
+verification; + detector; + ASL gate; + fusion model), 4. peers: SSCD int8 (raw and score-normalised with the
+benchmark's background set, exhaustive), pHash (exhaustive). Per-family and per-kind breakdowns for the fusion.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.pipeline_features import SOURCES, collect, load_table, open_or_build_index, save_table
+from matcher.config import MatcherConfig
+from matcher.fusion import FEATURE_NAMES, FusionModel
+from matcher.metrics import evaluate, evaluate_with_breakdowns, load_manifest
+from matcher.pipeline import Pipeline
+from matcher.submission import PredictedMatch, read_ground_truth
+
+F = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+
+def top_rows(qids: np.ndarray, rids: np.ndarray, score: np.ndarray, mask: np.ndarray | None = None,
+             k: int = 10) -> list[PredictedMatch]:
+    """The best ``k`` rows per query among ``mask``."""
+    order = np.lexsort((rids, -score))
+    seen: dict[str, int] = {}
+    out = []
+    for i in order:
+        if mask is not None and not mask[i]:
+            continue
+        q = qids[i]
+        if seen.get(q, 0) < k:
+            seen[q] = seen.get(q, 0) + 1
+            out.append(PredictedMatch(str(q), str(rids[i]), float(score[i])))
+    return out
+
+
+def summarise(preds: list[PredictedMatch], gt, manifest) -> dict:
+    m = evaluate(preds, gt)
+    thr = m.threshold_at_p90
+    hol = {q for q, v in manifest["queries"].items() if v.get("kind") == "hard_negative_holistic"}
+    best: dict[str, float] = {}
+    for p in preds:
+        if p.query_id in hol:
+            best[p.query_id] = max(best.get(p.query_id, -np.inf), p.score)
+    above = float(np.mean([best.get(q, -np.inf) >= thr for q in hol])) if (hol and thr is not None) else None
+    return {"uap": round(m.micro_ap, 4), "recall_at_p90": round(m.recall_at_p90, 4),
+            "threshold_at_p90": None if thr is None else round(thr, 4), "holistic_above_p90": above,
+            "recall_at_rank1": round(m.recall_at_rank1, 4)}
+
+
+def ablation_scores(t: dict[str, np.ndarray], fusion: FusionModel, gate_margin: float) -> dict[str, tuple]:
+    """(score, mask) per ablation row; a mask limits the candidates to what that stage would have found."""
+    x = t["features"]
+    only_global = (t["sources"] & (1 << SOURCES.index("global"))) > 0
+    g_regions = np.maximum(x[:, F["global_regions"]], x[:, F["global_to_local"]])
+    local = t["local_score"]
+    rule_local = np.maximum(local, g_regions)
+    # detector rule: a verified "reference inside the query" without a detected pasted box is suspect
+    inside = x[:, F["reference_inside_query"]] > 0.5
+    undetected = inside & (x[:, F["detector_iou"]] < 0.5)
+    rule_det = np.where(undetected, 0.5 * local, local)
+    rule_det = np.maximum(rule_det, np.where(undetected, 0.5, 1.0) * g_regions)
+    # ASL gate: the query holds more content than the reference -> halve
+    marked = x[:, F["log_norm_ratio"]] > gate_margin
+    rule_gate = np.where(marked, 0.5 * rule_det, rule_det)
+    return {
+        "global (cosine, whole images)": (t["cosine"], only_global),
+        "+ score normalisation": (x[:, F["global_full"]], only_global),
+        "+ regions (query regions, reference crops)": (g_regions, None),
+        "+ local verification (max of local score, global)": (rule_local, None),
+        "+ detector (undetected inside-query matches halved)": (rule_det, None),
+        "+ ASL gate (norm ratio above margin halved)": (rule_gate, None),
+        "+ fusion model (logistic on all evidence)": (fusion.predict(x), None),
+    }
+
+
+def exhaustive_rows(qids: list[str], rids: list[str], sims: np.ndarray, k: int = 10) -> list[PredictedMatch]:
+    out = []
+    top = np.argsort(-sims, axis=1)[:, :k]
+    for a, q in enumerate(qids):
+        for j in top[a]:
+            out.append(PredictedMatch(q, rids[j], float(sims[a, j])))
+    return out
+
+
+def sscd_peer(folder: Path, bg_k: int = 5, beta: float = 1.0) -> dict[str, list[PredictedMatch]]:
+    def load(name: str) -> tuple[list[str], np.ndarray]:
+        meta = json.loads((folder / f"{name}.json").read_text())
+        return list(meta["ids"]), np.load(folder / f"{name}.npy", allow_pickle=False).astype(np.float32)
+
+    rid, r = load("references")
+    qid, q = load("queries")
+    out = {"SSCD int8 (raw cosine)": exhaustive_rows(qid, rid, q @ r.T)}
+    if (folder / "background.npy").exists():
+        _, b = load("background")
+        bg = np.sort(q @ b.T, axis=1)[:, -bg_k:].mean(1)
+        out["SSCD int8 + score normalisation"] = exhaustive_rows(qid, rid, q @ r.T - beta * bg[:, None])
+    return out
+
+
+def phash_peer(bench: Path) -> list[PredictedMatch]:
+    from bench.peers import phash_bits, phash_scores
+    from matcher.io import read_images
+
+    def bits(folder: Path) -> tuple[list[str], np.ndarray]:
+        ids, out = [], []
+        for i, _p, img in read_images(folder).iter_loaded():
+            ids.append(i)
+            out.append(phash_bits(img))
+        return ids, np.stack(out)
+
+    rid, rb = bits(bench / "references")
+    qid, qb = bits(bench / "queries")
+    return exhaustive_rows(qid, rid, phash_scores(qb, rb))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bench", type=Path, default=Path("/tmp/bench_default"))
+    ap.add_argument("--index", type=Path, default=Path("/tmp/bench_index"))
+    ap.add_argument("--table", type=Path, default=Path("/tmp/pipeline_bench.npz"))
+    ap.add_argument("--sscd", type=Path, default=None, help="folder of SSCD descriptors (bench/sscd_peer.py)")
+    ap.add_argument("--phash", action="store_true", help="also run the pHash peer")
+    ap.add_argument("--max-queries", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=Path("bench/results_pipeline.json"))
+    args = ap.parse_args(argv)
+    manifest = load_manifest(args.bench / "manifest.json")
+    if Path(str(manifest.get("photos", ""))).name == "train":
+        print("warning: this benchmark was built from train photos (the fusion model was fitted there)")
+    results: dict = {"benchmark": str(args.bench), "params": manifest.get("params")}
+    pipe = Pipeline(MatcherConfig(), fusion=True)
+    if args.table.exists():
+        t = load_table(args.table)
+        timing = json.loads(str(t.get("timing", np.array("{}"))))
+    else:
+        t0 = time.perf_counter()
+        store = open_or_build_index(pipe, args.bench / "references", args.index)
+        t_index = time.perf_counter() - t0
+        t, seconds, n = collect(pipe, store, args.bench, max_queries=args.max_queries)
+        timing = {"index_seconds": t_index, "references": len(store), "queries": n, "stages": seconds,
+                  "queries_per_s": n / seconds["total"]}
+        t["timing"] = np.array(json.dumps(timing))
+        save_table(t, args.table)
+    results["timing"] = timing
+    gt_all = read_ground_truth(args.bench / "ground_truth.csv")
+    qset = set(t["query_id"])
+    gt = [g for g in gt_all if g.query_id in qset]
+    fused = pipe.fusion.predict(t["features"])
+    preds = top_rows(t["query_id"], t["reference_id"], fused)
+    results["pipeline"] = summarise(preds, gt, manifest)
+    _, by_family, by_kind = evaluate_with_breakdowns(preds, gt, manifest)
+    results["by_family"] = {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)}
+                            for k, v in by_family.items()}
+    results["by_kind"] = {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)}
+                          for k, v in by_kind.items()}
+    results["ablation"] = {name: summarise(top_rows(t["query_id"], t["reference_id"], s, mask), gt, manifest)
+                           for name, (s, mask) in ablation_scores(t, pipe.fusion, pipe.gate_margin).items()}
+    gt_pairs = {(g.query_id, g.reference_id) for g in gt if g.reference_id}
+    found = {(q, r) for q, r, y in zip(t["query_id"], t["reference_id"], t["label"]) if y}
+    results["candidate_recall"] = round(len(found) / max(1, len(gt_pairs)), 4)
+    peers: dict[str, dict] = {}
+    if args.sscd is not None:
+        for name, rows in sscd_peer(args.sscd).items():
+            peers[name] = summarise([r for r in rows if r.query_id in qset], gt, manifest)
+    if args.phash:
+        peers["pHash (exhaustive)"] = summarise([r for r in phash_peer(args.bench) if r.query_id in qset], gt,
+                                                manifest)
+    results["peers"] = peers
+    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(json.dumps(results, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
