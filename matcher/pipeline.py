@@ -243,6 +243,14 @@ class Pipeline:
                 key[int(row)] = max(key.get(int(row), -9.0), s)
                 sources[int(row)].add("global_to_local")
             ranked = sorted(key, key=lambda r: (-key[r], r))[: max(1, cfg.candidates)]
+        if cfg.keypoint_voting and q.local is not None and q.local.features:
+            with timer("voting"):
+                taken = set(ranked)
+                extra = [r for r, _ in self._voter(store).vote(q.local.features[0], cfg.voting_candidates
+                                                                + len(ranked)) if r not in taken]
+                for r in extra[: cfg.voting_candidates]:
+                    ranked.append(r)
+                    sources[r].add("voting")
         with timer("global_evidence"):
             out = []
             ref = store.global_descriptors()
@@ -262,6 +270,16 @@ class Pipeline:
                     g.reference_crop = tags[int(np.argmax(split_norm(rdesc)[0] @ z[0]))]
                 out.append((row, g))
         return out
+
+    def _voter(self, store: Any) -> Any:
+        """The keypoint voter over ``store``'s reference features (built once per store and size)."""
+        from matcher.voting import KeypointVoter
+
+        key = (id(store), len(store))
+        if getattr(self, "_voter_key", None) != key:
+            self._voter_obj = KeypointVoter(store.local_features(range(len(store))), seed=self.config.seed)
+            self._voter_key = key
+        return self._voter_obj
 
     # ----------------------------------------------------------------------------------------------- verification
     def verify(self, q: QueryDescription, cands: Sequence[tuple[int, GlobalEvidence]], store: Any,
