@@ -139,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sscd", type=Path, default=None, help="folder of SSCD descriptors (bench/sscd_peer.py)")
     ap.add_argument("--phash", action="store_true", help="also run the pHash peer")
     ap.add_argument("--max-queries", type=int, default=None)
+    ap.add_argument("--collect-only", action="store_true", help="only index + collect the feature table")
     ap.add_argument("--out", type=Path, default=Path("bench/results_pipeline.json"))
     args = ap.parse_args(argv)
     manifest = load_manifest(args.bench / "manifest.json")
     if Path(str(manifest.get("photos", ""))).name == "train":
         print("warning: this benchmark was built from train photos (the fusion model was fitted there)")
     results: dict = {"benchmark": str(args.bench), "params": manifest.get("params")}
-    pipe = Pipeline(MatcherConfig(), fusion=True)
+    pipe = Pipeline(MatcherConfig(), fusion=False)  # features only; the fusion is applied to the stored table
     if args.table.exists():
         t = load_table(args.table)
         timing = json.loads(str(t.get("timing", np.array("{}"))))
@@ -159,10 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         t["timing"] = np.array(json.dumps(timing))
         save_table(t, args.table)
     results["timing"] = timing
+    if args.collect_only:
+        print(json.dumps(timing, indent=2))
+        return 0
+    fusion = FusionModel.load()
     gt_all = read_ground_truth(args.bench / "ground_truth.csv")
     qset = set(t["query_id"])
     gt = [g for g in gt_all if g.query_id in qset]
-    fused = pipe.fusion.predict(t["features"])
+    fused = fusion.predict(t["features"])
     preds = top_rows(t["query_id"], t["reference_id"], fused)
     results["pipeline"] = summarise(preds, gt, manifest)
     _, by_family, by_kind = evaluate_with_breakdowns(preds, gt, manifest)
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     results["by_kind"] = {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)}
                           for k, v in by_kind.items()}
     results["ablation"] = {name: summarise(top_rows(t["query_id"], t["reference_id"], s, mask), gt, manifest)
-                           for name, (s, mask) in ablation_scores(t, pipe.fusion, pipe.gate_margin).items()}
+                           for name, (s, mask) in ablation_scores(t, fusion, fusion.gate_margin).items()}
     gt_pairs = {(g.query_id, g.reference_id) for g in gt if g.reference_id}
     found = {(q, r) for q, r, y in zip(t["query_id"], t["reference_id"], t["label"]) if y}
     results["candidate_recall"] = round(len(found) / max(1, len(gt_pairs)), 4)
