@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"benchmark": str(args.bench), "photos": str(manifest.get("photos")),
                  "params": manifest.get("params"), "pairs": len(y), "positives": int(y.sum()),
                  "queries": len(set(t["query_id"]))},
-        "recipe": f"Newton logistic regression, L2 1e-2 on standardised features, hard-negative pairs weighted "
+        "recipe": f"Newton logistic regression, L2 1e-4 x total weight on standardised features, hard-negative pairs weighted "
                   f"{args.holistic_weight}; held-out = 20 % of queries by sha256(query_id)",
         "held_out_metrics": report,
         "licence": "AGPL-3.0 (trained here by icd-matcher's own code on the project's train photos)",

@@ -46,8 +46,7 @@ def collect(pipeline: Pipeline, store, bench: Path, *, max_queries: int | None =
     ids = sorted(qset.ids)[:max_queries] if max_queries else sorted(qset.ids)
     timer = StageTimer()
     cols: dict[str, list] = {k: [] for k in ("query_id", "reference_id", "label", "kind", "family", "features",
-                                             "local_score", "sources", "region", "rank",
-                                             "cosine")}
+                                             "local_score", "sources", "region", "cosine")}
     bar = tqdm(total=len(ids), desc="queries", disable=not progress)
     t0 = time.perf_counter()
     for a in range(0, len(ids), chunk):
@@ -59,7 +58,7 @@ def collect(pipeline: Pipeline, store, bench: Path, *, max_queries: int | None =
             cands = pipeline.candidates(q, store, timer)
             matches = pipeline.verify(q, cands, store, timer)
             meta = manifest["queries"][q.query_id]
-            for rank, m in enumerate(sorted(matches, key=lambda m: m.reference_row)):
+            for m in sorted(matches, key=lambda m: m.reference_row):
                 cols["query_id"].append(q.query_id)
                 cols["reference_id"].append(m.reference_id)
                 cols["label"].append(int((q.query_id, m.reference_id) in gt))
@@ -70,7 +69,6 @@ def collect(pipeline: Pipeline, store, bench: Path, *, max_queries: int | None =
                 cols["local_score"].append(pipeline.engine.score_model.score(ev) if ev is not None else 0.0)
                 cols["sources"].append(sum(1 << SOURCES.index(s) for s in m.global_evidence.sources))
                 cols["region"].append(m.global_evidence.region)
-                cols["rank"].append(rank)
                 cols["cosine"].append(m.global_evidence.cosine)
             bar.update(1)
     bar.close()

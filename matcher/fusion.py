@@ -195,10 +195,10 @@ class FusionModel:
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def fit_fusion(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...] = FEATURE_NAMES, l2: float = 1e-2,
+def fit_fusion(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...] = FEATURE_NAMES, l2: float = 1e-4,
                iters: int = 50, gate_margin: float = 0.0, sample_weight: np.ndarray | None = None,
                source: str = "") -> FusionModel:
-    """Fit logistic regression by Newton's method (L2 on standardised weights).
+    """Fit logistic regression by Newton's method, L2 penalty ``l2 * sum(sample weights)`` on standardised weights.
 
     x: (N, len(FEATURE_NAMES)) feature rows (all features; ``features`` selects the columns used), y: (N,) {0, 1}.
     """

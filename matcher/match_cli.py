@@ -67,7 +67,15 @@ def run_match(args: argparse.Namespace) -> int:
                 pipe["reference_regions"] = rr
             if args.candidates is not None:
                 pipe["candidates"] = args.candidates
-            config = MatcherConfig.make(top_k=args.top_k, max_rows=args.max_rows, pipeline=pipe)
+            base: dict = {}
+            if args.index is not None:  # start from the settings the index was built with
+                from matcher.index_store import IndexStore
+
+                with IndexStore.open(args.index) as stored:
+                    base = stored.config.to_dict()
+            merged = {**base, "top_k": args.top_k, "max_rows": args.max_rows,
+                      "pipeline": {**base.get("pipeline", {}), **pipe}}
+            config = MatcherConfig.make(**merged)
             try:
                 summary = run_pipeline_match(args.queries, args.output, references=args.references,
                                              index_dir=args.index or args.cache, config=config,
