@@ -5,13 +5,17 @@
 Paths (all apply ratio test + mutual check unless noted; random unit descriptors with planted near-copies):
 - ``numba 1-to-many``: :func:`matcher.local.matching.match_one_to_many` (GEMM per chunk + Numba kernel), also with the
   mirrored query set in the same call (2 query sets per pair);
+- ``numba split 1-to-many``: :func:`match_one_to_many_split`, plain + mirrored from the mirror split of SIFT-like
+  descriptors (two half-width GEMMs; the engine's path), with and without the references' split (cached per bank in
+  the engine);
 - ``numba per pair``: :func:`match_mnn_ratio` called once per reference;
 - ``numpy per pair``: :func:`match_mnn_ratio_numpy` called once per reference;
 - ``cv2 BFMatcher``: ``knnMatch(k=2)`` + a Python ratio-0.8 loop per reference (no mutual check; the naive baseline);
 - ``torch cpu``: :func:`match_one_to_many_torch` on CPU tensors;
 - ``GEMM only``: the float32 similarity GEMMs alone (a lower bound for the GEMM-based paths).
 Numba and torch use ``--threads`` threads; BLAS (numpy GEMM) keeps its default (set OPENBLAS_NUM_THREADS=1 in the
-environment for one-thread runs). Reports the best of ``--repeat`` runs, in pairs per wall second and per CPU second.
+environment for one-thread runs; the engine itself limits OpenBLAS to ``LocalConfig.blas_threads``). Reports the
+best of ``--repeat`` runs, in pairs per wall second and per CPU second.
 """
 from __future__ import annotations
 
@@ -26,12 +30,15 @@ import numba
 import numpy as np
 import torch
 
+from matcher.local.features import MIRROR_PERMUTATION
 from matcher.local.matching import (
     DEFAULT_CHUNK_BYTES,
     match_mnn_ratio,
     match_mnn_ratio_numpy,
     match_one_to_many,
+    match_one_to_many_split,
     match_one_to_many_torch,
+    mirror_split,
 )
 
 
@@ -46,7 +53,7 @@ def make_problem(n: int, m: int, r: int, seed: int = 0) -> tuple[np.ndarray, np.
     q = unit(rng.standard_normal((n, 128)))
     k = n // 4  # a quarter of the query are noisy copies of descriptors of reference 0
     q[:k] = unit(ref[rng.choice(m, k, replace=False)] + 0.15 * rng.standard_normal((k, 128)))
-    return q, unit(q[:, ::-1].copy()), ref, np.arange(r + 1, dtype=np.int64) * m
+    return q, unit(q[:, MIRROR_PERMUTATION].copy()), ref, np.arange(r + 1, dtype=np.int64) * m
 
 
 def best_time(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -83,11 +90,17 @@ def run(n: int, m: int, r: int, threads: int, repeat: int) -> list[tuple[str, fl
     width = max(m, DEFAULT_CHUNK_BYTES // (4 * n)) // m * m  # whole references per chunk, as match_one_to_many
     chunks = [ref[i : i + width] for i in range(0, len(ref), width)]
     buf = np.empty(n * width, np.float32)
+    ref_split = mirror_split(ref, MIRROR_PERMUTATION)
     paths: list[tuple[str, Callable[[], object]]] = [
         ("GEMM only, same chunks (lower bound)",
          lambda: [np.matmul(q, x.T, out=buf[: n * len(x)].reshape(n, len(x))) for x in chunks]),
         ("numba 1-to-many", lambda: match_one_to_many(q, ref, offsets)),
         ("numba 1-to-many + mirrored", lambda: match_one_to_many(q, ref, offsets, mirrored=qm)),
+        ("numba split 1-to-many (plain + mirrored)",
+         lambda: match_one_to_many_split(*mirror_split(q, MIRROR_PERMUTATION), *ref_split, offsets)),
+        ("numba split 1-to-many, incl. splitting the references",
+         lambda: match_one_to_many_split(*mirror_split(q, MIRROR_PERMUTATION),
+                                         *mirror_split(ref, MIRROR_PERMUTATION), offsets)),
         ("numba per pair", lambda: [match_mnn_ratio(q, x) for x in refs]),
         ("numpy per pair", lambda: [match_mnn_ratio_numpy(q, x) for x in refs]),
         ("cv2 BFMatcher knn2 + ratio loop", lambda: cv2_ratio_loop(q, refs)),

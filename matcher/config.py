@@ -33,14 +33,21 @@ class LocalConfig:
     ratio: float = 0.85  # Lowe ratio test on L2 distances (best / second best)
     mutual: bool = True  # keep only mutual nearest neighbours
     mirror: bool = True  # also match mirrored descriptors (flip invariance)
+    mirror_split: bool = True  # plain + mirrored similarities from one GEMM's work via the mirror split of the
+    # descriptors (matcher.local.matching.mirror_split; equal up to float32 rounding); False: two full GEMMs
+    blas_threads: int = 1  # OpenBLAS threads for the matching GEMMs (0 = library default); on shared cores 2
+    # threads were up to ~4x slower than 1 (bench/RESULTS.md); run several processes for more cores
     model: str = "homography"  # geometric model: similarity | affine | homography
     ransac_threshold: float = 0.02  # inlier threshold as a fraction of the reference's longer side
     ransac_iters: int = 2000
     min_inliers: int = 6  # below this a fit is not accepted
     max_scale_ratio: float = 12.0  # fits that scale the query by more than this (either way) are rejected
     ransac_confidence: float = 0.999  # RANSAC stops once an all-inlier sample was drawn with this probability
+    ransac_impl: str = "numba"  # "numba" (matcher.local.kernels.ransac) or "numpy" (vectorised reference, ~7x slower)
     max_perspective: float = 3.0  # max/min projective depth w over the query frame corners above this: rejected
     dedup_px: float = 1.0  # matched points within ~this many px count as one location (SIFT multi-orientation)
+    rejected_details: bool = False  # also fill boxes, points, coverages and frame projections of rejected fits
+    # (for inspection; score 0 either way, and they cost about as much as the fit)
     query_regions: tuple[str, ...] = ("full",)  # region proposers run on the query
     reference_regions: tuple[str, ...] = ("full",)  # region proposers run on the reference
 

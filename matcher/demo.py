@@ -46,8 +46,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from matcher.benchmark.builder import build_benchmark
     from matcher.demo_photos import export_demo_photos
     from matcher.match_job import run_exhaustive_match
-    from matcher.pipeline_job import run_pipeline_match
     from matcher.metrics import evaluate_with_breakdowns, format_metrics_table, load_manifest
+    from matcher.pipeline_job import run_pipeline_match
     from matcher.plotting import plot_pr_curve
     from matcher.submission import read_ground_truth, read_predictions
 

@@ -218,3 +218,18 @@ def test_mirrored_real_sift():
     assert ev.containment == "query_in_reference"
     plain = evidence_from_matches(fq, fr, match_mnn_ratio(fq.descriptors, fr.descriptors), False, CFG)
     assert plain.n_inliers < ev.n_inliers / 4
+
+
+def test_rejected_fit_details_only_on_request():
+    rng = np.random.default_rng(21)
+    fq = _features(rng.uniform(0, 399, (80, 2)), (400, 300), seed=1)
+    fr = _features(rng.uniform(0, 399, (80, 2)), (400, 300), seed=2)
+    idx = np.arange(80, dtype=np.int32)
+    m = _Matches(idx, rng.permutation(80).astype(np.int32), np.zeros(80, np.float32))  # chance matches
+    lean = evidence_from_matches(fq, fr, m, False, CFG)
+    full = evidence_from_matches(fq, fr, m, False, LocalConfig(rejected_details=True))
+    assert not lean.verified and lean.reason == full.reason and lean.reason.startswith("too few inliers")
+    assert lean.transform is not None and lean.transform == full.transform
+    assert (lean.n_inliers, lean.inlier_ratio) == (full.n_inliers, full.inlier_ratio)
+    assert lean.query_quad_in_reference is None and lean.query_box is None and len(lean.query_points) == 0
+    assert full.query_quad_in_reference is not None and full.query_box is not None and len(full.query_points) > 0

@@ -1,6 +1,7 @@
 """The local score model: monotone, 0 for unverified evidence, JSON round trip, non-negative logistic fit."""
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -19,9 +20,9 @@ def test_unverified_scores_zero_and_scores_are_monotone():
     model = LocalScoreModel.load()
     assert model.score(PairEvidence(reason="no matches")) == 0.0
     s = [model.score(_ev(n, 0.5)) for n in (6, 10, 20, 50, 200)]
-    assert all(0 < a <= b < 1 for a, b in zip(s, s[1:]))
+    assert all(0 < a <= b < 1 for a, b in itertools.pairwise(s))
     s = [model.score(_ev(20, r)) for r in (0.1, 0.3, 0.6, 0.9)]
-    assert all(a <= b for a, b in zip(s, s[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(s))
 
 
 def test_shipped_weights_are_a_fitted_model():

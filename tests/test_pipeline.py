@@ -90,8 +90,8 @@ class TestMatch:
         a = {(r["query_id"], r["reference_id"]): r["score"] for r in matcher.match(qs, index=index_dir)}
         b = {(r["query_id"], r["reference_id"]): r["score"] for r in matcher.match(qs, references=refs)}
         assert a.keys() == b.keys()
-        for k in a:
-            assert a[k] == pytest.approx(b[k], abs=1e-3)
+        for k, v in a.items():
+            assert v == pytest.approx(b[k], abs=1e-3)
 
     def test_needs_a_reference_source(self, matcher, folders):
         with pytest.raises(ValueError, match="index="):

@@ -194,7 +194,9 @@ def evidence_from_matches(
     reference px. Keypoints must be in original image px; a :class:`Region` narrows the frame (box) used for
     the coverages, containment and the query-frame checks; a str is only recorded as the tag. The inlier
     thresholds are ``config.ransac_threshold`` times the longer side of the reference frame (forward error, in
-    reference px) and of the query frame (backward error, in query px).
+    reference px) and of the query frame (backward error, in query px). A rejected fit keeps its transform,
+    inlier count and reason; its boxes, points, coverages and frame projections are filled only with
+    ``config.rejected_details`` (they cost about as much as the fit and never change the score).
     """
     idx_q = np.asarray(matches.idx_q, np.int64).reshape(-1)
     idx_r = np.asarray(matches.idx_r, np.int64).reshape(-1)
@@ -228,7 +230,7 @@ def evidence_from_matches(
         max_iters=config.ransac_iters,
         confidence=config.ransac_confidence, seed=seed, min_inliers=config.min_inliers,
         max_scale_ratio=config.max_scale_ratio, max_perspective=config.max_perspective,
-        dedup_px=config.dedup_px, query_frame=apply_transform(flip, q_frame),
+        dedup_px=config.dedup_px, query_frame=apply_transform(flip, q_frame), impl=config.ransac_impl,
     )
     ev.reason, ev.n_inliers, ev.rmse = fit.reason, fit.n_inliers, fit.rmse
     ev.inlier_ratio = float(fit.inliers.sum()) / k
@@ -238,6 +240,8 @@ def evidence_from_matches(
     if h[2, 2] > 1e-12:  # w > 0 on the query frame, so this keeps its sign
         h = h / h[2, 2]
     ev.transform = _list(h, 9)
+    if fit.reason is not None and not config.rejected_details:
+        return ev  # boxes, points, coverages and frame projections of a rejected fit are only for inspection
     inl = fit.inliers
     if inl.any():
         ev.query_points = pts_q[inl].astype(np.float32)

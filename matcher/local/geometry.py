@@ -1,11 +1,15 @@
 """Robust geometric verification: fit a transform query px -> reference px to tentative matches.
 
-Own vectorised LO-RANSAC (MSAC scoring, seeded numpy RNG, so two runs give identical results):
-minimal samples are solved in closed form in batches, hypotheses are scored on all correspondences at once,
-every new best hypothesis is locally optimised by least-squares re-fits on its inliers, and the final model is
-a least-squares re-fit on the inliers. Correspondences sharing one location (SIFT gives several orientations
-per keypoint) are deduplicated on a ``dedup_px`` grid before sampling/scoring, and ``n_inliers`` counts unique
-locations, so duplicates cannot inflate the evidence.
+Own LO-RANSAC (MSAC scoring, seeded RNG, so two runs give identical results): minimal samples are solved in
+closed form, hypotheses are scored on all correspondences, every new best hypothesis is locally optimised by
+least-squares re-fits on its inliers, and the final model is a least-squares re-fit on the inliers. Two
+implementations of the same algorithm: the Numba kernel :func:`matcher.local.kernels.ransac` (default; one
+hypothesis at a time, scoring stops once a hypothesis cannot win) and :func:`_ransac_numpy` (vectorised over
+batches of hypotheses; the reference the kernel is tested against, ~7x slower). Correspondences sharing one
+location (SIFT gives several orientations per keypoint) are deduplicated on a ``dedup_px`` grid before
+sampling/scoring, and ``n_inliers`` counts unique locations, so duplicates cannot inflate the evidence. The
+plausibility checks (collinear inliers, extreme scale, perspective, area collapse, reflection) run in numpy on
+the result of either.
 
 Point convention: pixel centres at integer coordinates, an image of width W spans x in [-0.5, W - 0.5].
 """
@@ -17,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "IMPLS",
     "MIN_SAMPLE",
+    "MODEL_IDS",
     "GeometricFit",
     "apply_transform",
     "clip_halfplane",
@@ -31,6 +37,8 @@ __all__ = [
 ]
 
 MIN_SAMPLE = {"homography": 4, "affine": 3, "similarity": 2}  # minimal sample size per model
+MODEL_IDS = {"homography": 0, "affine": 1, "similarity": 2}  # model ids of the Numba kernels
+IMPLS = ("numba", "numpy")  # RANSAC implementations (numpy: the vectorised reference)
 
 _BATCH_ELEMENTS = 65536  # hypotheses x points scored together (batch size = this / n, in [64, 512])
 _LO_ITERS = 4  # least-squares re-fits per local optimisation
@@ -70,9 +78,9 @@ def apply_transform(transform: np.ndarray, pts: np.ndarray) -> np.ndarray:
     pts = np.asarray(pts, np.float64).reshape(-1, 2)
     h = np.asarray(transform, np.float64)
     x = pts @ h[:2, :2].T + h[:2, 2]
-    w = pts @ h[2, :2] + h[2, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = x / w[:, None]
+    w = (pts @ h[2, :2] + h[2, 2])[:, None]
+    out = np.full_like(x, np.inf)
+    np.divide(x, w, out=out, where=w != 0)  # (np.errstate costs more than this on small inputs)
     out[~np.isfinite(out)] = np.inf
     return out
 
@@ -90,21 +98,29 @@ def frame_quad(box: tuple[float, float, float, float]) -> np.ndarray:
 
 def polygon_area(poly: np.ndarray) -> float:
     """Signed area (shoelace) of a (P, 2) polygon, px^2; positive when clockwise on screen (y down)."""
-    p = np.asarray(poly, np.float64).reshape(-1, 2)
-    if len(p) < 3:
+    p = np.asarray(poly, np.float64).reshape(-1, 2).tolist()  # small polygons: plain floats are fastest
+    n = len(p)
+    if n < 3:
         return 0.0
-    x, y = p[:, 0], p[:, 1]
-    return float(0.5 * (np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    acc = 0.0
+    for i in range(n):
+        (x0, y0), (x1, y1) = p[i], p[(i + 1) % n]
+        acc += x0 * y1 - y0 * x1
+    return 0.5 * acc
 
 
 def convex_hull(pts: np.ndarray) -> np.ndarray:
     """(P, 2) float64 convex hull (monotone chain, positive orientation) of (K, 2) points; P may be < 3."""
-    p = np.unique(np.asarray(pts, np.float64).reshape(-1, 2), axis=0)  # sorted by x then y
+    p = np.asarray(pts, np.float64).reshape(-1, 2)
+    if len(p):
+        p = p[np.lexsort((p[:, 1], p[:, 0]))]  # sorted by x then y, duplicates dropped
+        p = p[np.concatenate([[True], np.any(p[1:] != p[:-1], axis=1)])]
     if len(p) < 3:
         return p
+    pl = [(q[0], q[1]) for q in p.tolist()]
 
-    def half(seq: np.ndarray) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
+    def half(seq: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
         for q in seq:
             while len(out) >= 2:
                 a, b = out[-2], out[-1]
@@ -114,8 +130,8 @@ def convex_hull(pts: np.ndarray) -> np.ndarray:
             out.append(q)
         return out
 
-    lower, upper = half(p), half(p[::-1])
-    return np.array(lower[:-1] + upper[:-1])
+    lower, upper = half(pl), half(pl[::-1])
+    return np.array(lower[:-1] + upper[:-1], np.float64)
 
 
 def clip_halfplane(poly: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
@@ -123,16 +139,17 @@ def clip_halfplane(poly: np.ndarray, a: float, b: float, c: float) -> np.ndarray
     p = np.asarray(poly, np.float64).reshape(-1, 2)
     if len(p) == 0:
         return p
-    val = a * p[:, 0] + b * p[:, 1] + c
-    res: list[np.ndarray] = []
-    for i in range(len(p)):
-        j = (i + 1) % len(p)
+    pl = p.tolist()  # small polygons: plain floats are fastest
+    val = [a * x + b * y + c for x, y in pl]
+    res: list[list[float]] = []
+    for i in range(len(pl)):
+        j = (i + 1) % len(pl)
         if val[i] >= 0:
-            res.append(p[i])
+            res.append(pl[i])
         if (val[i] >= 0) != (val[j] >= 0):
             t = val[i] / (val[i] - val[j])
-            res.append(p[i] + t * (p[j] - p[i]))
-    return np.array(res).reshape(-1, 2)
+            res.append([pl[i][0] + t * (pl[j][0] - pl[i][0]), pl[i][1] + t * (pl[j][1] - pl[i][1])])
+    return np.array(res, np.float64).reshape(-1, 2)
 
 
 def clip_polygon(poly: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
@@ -144,20 +161,39 @@ def clip_polygon(poly: np.ndarray, box: tuple[float, float, float, float]) -> np
     return clip_halfplane(out, 0.0, -1.0, ymax)
 
 
+def _first_of_rows(cells: np.ndarray) -> np.ndarray:
+    """(U,) int64 ascending indices of the first occurrence of each distinct row of (K, C) int64 ``cells`` (K >= 1);
+    what ``np.unique(cells, axis=0, return_index=True)`` gives, sorted, without its per-call overhead."""
+    order = np.lexsort(cells.T[::-1])  # stable: equal rows keep index order
+    srt = cells[order]
+    new = np.empty(len(order), bool)
+    new[0] = True
+    np.any(srt[1:] != srt[:-1], axis=1, out=new[1:])
+    return np.sort(order[new])
+
+
 def unique_count(pts: np.ndarray, cell_px: float) -> int:
     """Number of distinct ``cell_px`` grid cells occupied by (K, 2) points (duplicates within ~cell_px count once)."""
     if len(pts) == 0:
         return 0
-    return len(np.unique(np.floor(np.asarray(pts, np.float64) / cell_px).astype(np.int64), axis=0))
+    return len(_first_of_rows(np.floor(np.asarray(pts, np.float64).reshape(-1, 2) / cell_px).astype(np.int64)))
+
+
+def _principal(pts: np.ndarray) -> tuple[float, float, float]:
+    """(larger, smaller) eigenvalues of the (2, 2) covariance of (K, 2) points (px^2) and the angle (rad) of the
+    principal axis; closed form (the singular values of the centred points are sqrt(K * eigenvalue))."""
+    c = pts - pts.mean(axis=0)
+    a, b, d = float(np.mean(c[:, 0] ** 2)), float(np.mean(c[:, 0] * c[:, 1])), float(np.mean(c[:, 1] ** 2))
+    mid, rad = 0.5 * (a + d), math.hypot(0.5 * (a - d), b)
+    return mid + rad, max(mid - rad, 0.0), 0.5 * math.atan2(2.0 * b, a - d)
 
 
 def _spread(pts: np.ndarray) -> tuple[float, float]:
     """(larger, smaller) RMS spread (px) of (K, 2) points along their principal axes."""
     if len(pts) < 2:
         return 0.0, 0.0
-    c = pts - pts.mean(axis=0)
-    s = np.linalg.svd(c, compute_uv=False) / math.sqrt(len(pts))
-    return float(s[0]), float(s[1]) if len(s) > 1 else 0.0
+    big, small, _ = _principal(np.asarray(pts, np.float64))
+    return math.sqrt(big), math.sqrt(small)
 
 
 def _is_collinear(pts: np.ndarray, drop: int = 0) -> bool:
@@ -166,9 +202,9 @@ def _is_collinear(pts: np.ndarray, drop: int = 0) -> bool:
     degenerate however many points sit on the line)."""
     pts = np.asarray(pts, np.float64)
     for _ in range(min(drop, max(0, len(pts) - 2))):
-        c = pts - pts.mean(axis=0)
-        normal = np.linalg.svd(c, full_matrices=False)[2][-1]
-        pts = np.delete(pts, int(np.argmax(np.abs(c @ normal))), axis=0)
+        angle = _principal(pts)[2]
+        normal = np.array([-math.sin(angle), math.cos(angle)])
+        pts = np.delete(pts, int(np.argmax(np.abs((pts - pts.mean(axis=0)) @ normal))), axis=0)
     big, small = _spread(pts)
     return small < _MIN_SPREAD_PX or small < _COLLINEAR_RATIO * big
 
@@ -359,15 +395,14 @@ def _lo(
     return best, best_loss
 
 
-def _ransac(
+def _ransac_numpy(
     model: str, q: np.ndarray, r: np.ndarray, thr: float, back: float, max_iters: int, confidence: float,
     seed: int, allow_reflection: bool,
 ) -> np.ndarray | None:
-    """Best (3, 3) transform q -> r (px, (n, 2) unique correspondences) by LO-RANSAC with MSAC scoring."""
+    """Best (3, 3) transform q -> r (px, (n, 2) unique correspondences) by LO-RANSAC with MSAC scoring, in
+    vectorised numpy (hypotheses in batches; the reference the Numba kernel is tested against)."""
     n, s = len(q), MIN_SAMPLE[model]
-    # With few correspondences there are few distinct minimal samples (C(8, 4) = 70): drawing 2,000 of them is
-    # wasted work, and non-matching pairs (few matches, no consensus) never trigger the adaptive stop.
-    max_iters = min(max_iters, max(64, 3 * math.comb(n, s)))
+    max_iters = _draw_budget(max_iters, n, s)
     rng = np.random.default_rng(seed)
     tq, tr = _normaliser(q), _normaliser(r)
     qn, rn = _transform_pts(tq, q), _transform_pts(tr, r)
@@ -413,6 +448,36 @@ def _ransac(
                 denom = math.log(max(1e-300, 1.0 - w**s))
                 needed = math.ceil(math.log(1.0 - confidence) / denom) if denom < 0 else max_iters
     return best
+
+
+def _draw_budget(max_iters: int, n: int, s: int) -> int:
+    """Draw cap for n correspondences and sample size s. With few correspondences there are few distinct minimal
+    samples (C(8, 4) = 70): drawing 2,000 of them is wasted work, and non-matching pairs (few matches, no
+    consensus) never trigger the adaptive stop."""
+    return min(max_iters, max(64, 3 * math.comb(n, s)))
+
+
+def _ransac(
+    model: str, q: np.ndarray, r: np.ndarray, thr: float, back: float, max_iters: int, confidence: float,
+    seed: int, allow_reflection: bool, impl: str,
+) -> np.ndarray | None:
+    """Best (3, 3) transform q -> r (px, (n, 2) unique correspondences), re-fitted on its inliers, or None.
+
+    impl "numba": :func:`matcher.local.kernels.ransac`; "numpy": :func:`_ransac_numpy` + a final :func:`_lo`."""
+    if impl == "numpy":
+        h = _ransac_numpy(model, q, r, thr, back, max_iters, confidence, seed, allow_reflection)
+        if h is None:
+            return None
+        h_ls, _ = _lo(model, q, r, _errors(h[None], q, r, back)[0] < thr, thr, back)
+        return h if h_ls is None else h_ls
+    from matcher.local import kernels
+
+    out = np.empty((3, 3))
+    found, _, _ = kernels.ransac(
+        MODEL_IDS[model], np.ascontiguousarray(q, np.float64), np.ascontiguousarray(r, np.float64), float(thr),
+        float(back), _draw_budget(max_iters, len(q), MIN_SAMPLE[model]), float(confidence), int(seed),
+        bool(allow_reflection), out)
+    return out if found else None
 
 
 def _reject(model: str, k: int, reason: str, transform: np.ndarray | None = None,
@@ -480,6 +545,7 @@ def fit_geometry(
     dedup_px: float = 1.0,
     query_frame: np.ndarray | None = None,
     allow_reflection: bool = False,
+    impl: str = "numba",
 ) -> GeometricFit:
     """Fit ``model`` mapping query px -> reference px to K tentative correspondences.
 
@@ -492,9 +558,13 @@ def fit_geometry(
     "too few matches: 3 < 4 for homography", "too few matches: 5 unique locations < 6", "degenerate: points almost identical", "degenerate: collinear
     inliers", "too few inliers: 4 < 6", "degenerate: extreme scale", "degenerate: extreme perspective",
     "degenerate: transform collapses area". Deterministic for a given ``seed``.
+    impl: "numba" (default, :func:`matcher.local.kernels.ransac`, one hypothesis at a time) or "numpy" (the
+    vectorised reference, hypotheses in batches; ~7x slower); the two draw different random samples.
     """
     if model not in MIN_SAMPLE:
         raise ValueError(f"unknown geometric model {model!r}; known: {', '.join(sorted(MIN_SAMPLE))}")
+    if impl not in IMPLS:
+        raise ValueError(f"unknown RANSAC implementation {impl!r}; known: {', '.join(IMPLS)}")
     q = np.asarray(pts_q, np.float64).reshape(-1, 2)
     r = np.asarray(pts_r, np.float64).reshape(-1, 2)
     if len(q) != len(r):
@@ -509,8 +579,7 @@ def fit_geometry(
 
     # unique correspondences: duplicates (same query cell and same reference cell) are sampled/scored once
     cells = np.floor(np.concatenate([q, r], axis=1) / dedup_px).astype(np.int64)
-    _, first = np.unique(cells, axis=0, return_index=True)
-    first = np.sort(first)
+    first = _first_of_rows(cells)
     uq, ur = q[first], r[first]
     n_unique = min(unique_count(q, dedup_px), unique_count(r, dedup_px))
     if n_unique < s or min(_spread(uq)[0], _spread(ur)[0]) < _MIN_SPREAD_PX:
@@ -521,13 +590,9 @@ def fit_geometry(
         return _reject(model, k, "degenerate: collinear inliers")
 
     back = threshold_px / (query_threshold_px or threshold_px)
-    h = _ransac(model, uq, ur, threshold_px, back, max_iters, confidence, seed, allow_reflection)
+    h = _ransac(model, uq, ur, threshold_px, back, max_iters, confidence, seed, allow_reflection, impl)
     if h is None:
         return _reject(model, k, "no consistent transform")
-    # final least-squares re-fit on the inliers of all unique correspondences
-    h_ls, _ = _lo(model, uq, ur, _errors(h[None], uq, ur, back)[0] < threshold_px, threshold_px, back)
-    if h_ls is not None:
-        h = h_ls
     inliers = _errors(h[None], q, r, back)[0] < threshold_px
     err = _transfer(h[None], q, r)[0]
     n_inl = min(unique_count(q[inliers], dedup_px), unique_count(r[inliers], dedup_px))

@@ -13,11 +13,22 @@ are written out in :mod:`matcher.local.kernels` and are identical in the three i
 
 The ``mirrored`` option matches a second set of query descriptors (the query's mirrored descriptors) against the same
 references in the same call: both query sets go through one GEMM per reference chunk.
+
+:func:`match_one_to_many_split` gives the same plain + mirrored result for half the GEMM work when the mirrored
+descriptors are a fixed bin permutation of the plain ones (SIFT): both sides are first split by :func:`mirror_split`
+into the permutation's symmetric and antisymmetric halves, whose two half-width products give the plain similarities
+as their sum and the mirrored ones as their difference (see :mod:`matcher.local.kernels`). The similarities then
+differ from the direct GEMM's by float32 rounding (~1e-7), so matches can differ where two candidates tie to that
+precision.
 """
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,17 +38,23 @@ if TYPE_CHECKING:  # torch is imported lazily: the CPU path does not need it
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "SPLIT_CHUNK_BYTES",
     "MatchBatch",
     "Matches",
     "MatchingInputError",
     "OneToMany",
+    "blas_threads",
     "match_mnn_ratio",
     "match_mnn_ratio_numpy",
     "match_one_to_many",
+    "match_one_to_many_split",
     "match_one_to_many_torch",
+    "mirror_split",
 ]
 
 DEFAULT_CHUNK_BYTES = 16 << 20  # float32 similarity block per GEMM on the CPU path (bench/local_matching_speed.py)
+SPLIT_CHUNK_BYTES = 4 << 20  # both product blocks of one chunk on the mirror-split path: ~1 reference of 1024
+# keypoints, so the kernel reads them from cache (measured ~10 % faster than 16 MiB)
 DEFAULT_TORCH_CHUNK_ELEMS = 1 << 24  # padded similarities per chunk on the torch path (64 MiB float32, ~5x in temps)
 
 
@@ -112,6 +129,60 @@ class OneToMany:
     mirrored: MatchBatch | None = None
 
 
+# ------------------------------------------------------------------------------------------------------ BLAS threads
+_OPENBLAS_SYMBOLS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                     ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                     ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+                     ("openblas_get_num_threads", "openblas_set_num_threads"))
+
+
+@lru_cache(maxsize=1)
+def _openblas() -> tuple[ctypes._CFuncPtr, ctypes._CFuncPtr] | None:
+    """(get, set) thread-count functions of the OpenBLAS loaded by numpy, or None (not Linux, not OpenBLAS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as fh:
+            paths = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in _OPENBLAS_SYMBOLS:
+            if hasattr(lib, get_name) and hasattr(lib, set_name):
+                get, set_ = getattr(lib, get_name), getattr(lib, set_name)
+                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                return get, set_
+    return None
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Run the block with numpy's OpenBLAS limited to ``n`` threads (n <= 0, or no OpenBLAS found: unchanged).
+
+    The setting is process-wide while the block runs and restored after it. Measured on 2 shared cores
+    (bench/RESULTS.md): with other processes competing, the matching GEMMs on 2 OpenBLAS threads ran up to ~4x
+    slower than on one (threads waiting for each other), so the engine limits them (``LocalConfig.blas_threads``).
+    """
+    fns = _openblas() if n > 0 else None
+    if fns is None:
+        yield
+        return
+    get, set_ = fns
+    before = int(get())
+    if before == n:
+        yield
+        return
+    set_(n)
+    try:
+        yield
+    finally:
+        set_(before)
+
+
 # ----------------------------------------------------------------------------------------------------------- checks
 def _check_ratio(ratio: float) -> float:
     ratio = float(ratio)
@@ -175,6 +246,32 @@ def _pack(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], n_
 
 
 # -------------------------------------------------------------------------------------------------- numba / numpy
+def _out_buffers(n_blocks: int, n: int, seg: np.ndarray, mutual: bool
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Kernel output buffers for n_blocks query blocks of n rows against the (S+1,) segment offsets ``seg``:
+    (out_q int32, out_r int32, out_d float32, out_base (n_blocks*S+1,) int64, counts (n_blocks*S,) int64)."""
+    sizes = np.diff(seg)
+    cap = np.tile(np.minimum(sizes, n) if mutual else np.where(sizes > 0, n, 0), n_blocks)
+    base = np.zeros(cap.shape[0] + 1, np.int64)
+    np.cumsum(cap, out=base[1:])
+    total = int(base[-1])
+    return (np.empty(total, np.int32), np.empty(total, np.int32), np.empty(total, np.float32), base,
+            np.zeros(cap.shape[0], np.int64))
+
+
+def _unpack(out_q: np.ndarray, out_r: np.ndarray, out_d: np.ndarray, base: np.ndarray, counts: np.ndarray,
+            n_blocks: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per block (idx_q, idx_r, dist, counts (S,)) with the matches packed in segment order."""
+    n_seg = counts.shape[0] // n_blocks
+    parts = []
+    for b in range(n_blocks):
+        cb = counts[b * n_seg : (b + 1) * n_seg]
+        k = int(cb.sum())
+        pos = np.repeat(base[b * n_seg : (b + 1) * n_seg] - (np.cumsum(cb) - cb), cb) + np.arange(k, dtype=np.int64)
+        parts.append((out_q[pos], out_r[pos], out_d[pos], cb))
+    return parts
+
+
 def _select_segments(
     sim: np.ndarray, n_blocks: int, seg: np.ndarray, ratio: float, mutual: bool
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -185,25 +282,25 @@ def _select_segments(
 
     n = sim.shape[0] // n_blocks
     n_seg = seg.shape[0] - 1
-    sizes = np.diff(seg)
-    cap = np.tile(np.minimum(sizes, n) if mutual else np.where(sizes > 0, n, 0), n_blocks)
-    base = np.zeros(cap.shape[0] + 1, np.int64)
-    np.cumsum(cap, out=base[1:])
-    total = int(base[-1])
-    out_q = np.empty(total, np.int32)
-    out_r = np.empty(total, np.int32)
-    out_d = np.empty(total, np.float32)
-    counts = np.zeros(cap.shape[0], np.int64)  # per (block, segment) task
+    out_q, out_r, out_d, base, counts = _out_buffers(n_blocks, n, seg, mutual)
     kernel = kernels.segments_kernel(n_blocks * n_seg, sim.size)
     kernel(sim, np.int64(n_blocks), np.ascontiguousarray(seg, np.int64), np.float64(ratio * ratio), bool(mutual),
            out_q, out_r, out_d, base, counts)
-    parts = []
-    for b in range(n_blocks):
-        cb = counts[b * n_seg : (b + 1) * n_seg]
-        k = int(cb.sum())
-        pos = np.repeat(base[b * n_seg : (b + 1) * n_seg] - (np.cumsum(cb) - cb), cb) + np.arange(k, dtype=np.int64)
-        parts.append((out_q[pos], out_r[pos], out_d[pos], cb))
-    return parts
+    return _unpack(out_q, out_r, out_d, base, counts, n_blocks)
+
+
+def _select_split(
+    sim_s: np.ndarray, sim_a: np.ndarray, seg: np.ndarray, ratio: float, mutual: bool
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The split kernel on (N, C) float32 C-contiguous ``sim_s``, ``sim_a``: [plain part, mirrored part] as in
+    :func:`_select_segments`."""
+    from matcher.local import kernels
+
+    out_q, out_r, out_d, base, counts = _out_buffers(2, sim_s.shape[0], seg, mutual)
+    kernel = kernels.split_kernel(seg.shape[0] - 1, 2 * sim_s.size)
+    kernel(sim_s, sim_a, np.ascontiguousarray(seg, np.int64), np.float64(ratio * ratio), bool(mutual),
+           out_q, out_r, out_d, base, counts)
+    return _unpack(out_q, out_r, out_d, base, counts, 2)
 
 
 def match_one_to_many(
@@ -262,6 +359,84 @@ def match_one_to_many(
             parts[b].append(part)
     batches = [_pack(p, n_ref) for p in parts]
     return OneToMany(batches[0], batches[1] if n_blocks == 2 else None)
+
+
+@lru_cache(maxsize=8)
+def _split_plan(perm: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lo, hi, fixed) int64: the 2-cycles (lo[k], hi[k]), lo < hi, and the fixed points of an involution."""
+    p = np.asarray(perm, np.int64)
+    if np.any(np.sort(p) != np.arange(p.size)) or np.any(p[p] != np.arange(p.size)):
+        raise MatchingInputError("mirror permutation must be an involution (a permutation that is its own inverse)")
+    idx = np.arange(p.size)
+    return idx[idx < p], p[idx < p], idx[idx == p]
+
+
+def mirror_split(desc: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split (N, D) float descriptors for the involutive bin permutation ``perm`` (D,) (the mirror of a descriptor
+    ``x`` is ``x[perm]``): returns sym (N, K+F) and anti (N, K) float32 C-contiguous, K the 2-cycles and F the fixed
+    bins of ``perm``, with ``x . y = sym_x . sym_y + anti_x . anti_y`` and ``x[perm] . y = sym_x . sym_y -
+    anti_x . anti_y`` (an orthogonal change of basis)."""
+    from matcher.local import kernels
+
+    perm = np.asarray(perm)
+    desc = _check_desc(desc, "desc", perm.shape[0] if perm.ndim == 1 else None)
+    if perm.ndim != 1:
+        raise MatchingInputError(f"mirror permutation: expected a (D,) array, got shape {perm.shape}")
+    lo, hi, fixed = _split_plan(tuple(int(v) for v in perm))
+    sym = np.empty((desc.shape[0], lo.size + fixed.size), np.float32)
+    anti = np.empty((desc.shape[0], lo.size), np.float32)
+    kernels.split_rows(desc, lo, hi, fixed, sym, anti)
+    return sym, anti
+
+
+def match_one_to_many_split(
+    q_sym: np.ndarray,
+    q_anti: np.ndarray,
+    ref_sym: np.ndarray,
+    ref_anti: np.ndarray,
+    ref_offsets: np.ndarray,
+    *,
+    ratio: float = 0.85,
+    mutual: bool = True,
+    chunk_bytes: int = SPLIT_CHUNK_BYTES,
+) -> OneToMany:
+    """Plain and mirrored matches of one query against R references from mirror-split descriptors: the result of
+    ``match_one_to_many(desc_q, ref_desc, ref_offsets, mirrored=desc_q[:, perm])`` (up to float32 rounding of the
+    similarities) for the GEMM work of the plain pass alone.
+
+    q_sym (N, Ds), q_anti (N, Da): :func:`mirror_split` of the query descriptors; ref_sym (sumM, Ds), ref_anti
+    (sumM, Da): of the references' descriptors (concatenated, reference r owns rows
+    ``ref_offsets[r]:ref_offsets[r+1]``).
+    chunk_bytes bounds the two float32 product blocks of one chunk together. Returns :class:`OneToMany` with both
+    batches set.
+    """
+    ratio = _check_ratio(ratio)
+    q_sym = _check_desc(q_sym, "q_sym")
+    q_anti = _check_desc(q_anti, "q_anti")
+    ref_sym = _check_desc(ref_sym, "ref_sym", q_sym.shape[1])
+    ref_anti = _check_desc(ref_anti, "ref_anti", q_anti.shape[1])
+    if q_anti.shape[0] != q_sym.shape[0] or ref_anti.shape[0] != ref_sym.shape[0]:
+        raise MatchingInputError(f"split halves differ in length: query {q_sym.shape[0]} vs {q_anti.shape[0]}, "
+                                 f"references {ref_sym.shape[0]} vs {ref_anti.shape[0]}")
+    offsets = _check_offsets(ref_offsets, ref_sym.shape[0])
+    n, n_ref = q_sym.shape[0], offsets.shape[0] - 1
+    if n == 0 or ref_sym.shape[0] == 0:
+        return OneToMany(_empty_batch(n_ref), _empty_batch(n_ref))
+    max_cols = max(1, int(chunk_bytes) // (4 * 2 * n))
+    chunks = _chunks(offsets, max_cols)
+    widest = max(int(offsets[s1] - offsets[s0]) for s0, s1 in chunks)
+    buf_s = np.empty(n * widest, np.float32)
+    buf_a = np.empty(n * widest, np.float32)
+    parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [[], []]
+    for s0, s1 in chunks:
+        c0, c1 = int(offsets[s0]), int(offsets[s1])
+        sim_s = buf_s[: n * (c1 - c0)].reshape(n, c1 - c0)
+        sim_a = buf_a[: n * (c1 - c0)].reshape(n, c1 - c0)
+        np.matmul(q_sym, ref_sym[c0:c1].T, out=sim_s)
+        np.matmul(q_anti, ref_anti[c0:c1].T, out=sim_a)
+        for b, part in enumerate(_select_split(sim_s, sim_a, offsets[s0 : s1 + 1] - c0, ratio, mutual)):
+            parts[b].append(part)
+    return OneToMany(_pack(parts[0], n_ref), _pack(parts[1], n_ref))
 
 
 def match_mnn_ratio(desc_q: np.ndarray, desc_r: np.ndarray, ratio: float = 0.85, mutual: bool = True) -> Matches:

@@ -8,14 +8,20 @@ plain/mirrored descriptors. Features are computed once per image by the caller; 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from matcher.config import LocalConfig
 from matcher.local.evidence import PairEvidence, evidence_from_matches
-from matcher.local.features import LocalFeatureExtractor
-from matcher.local.matching import match_one_to_many
+from matcher.local.features import MIRROR_PERMUTATION, LocalFeatureExtractor
+from matcher.local.matching import (
+    OneToMany,
+    blas_threads,
+    match_one_to_many,
+    match_one_to_many_split,
+    mirror_split,
+)
 from matcher.local.regions import Region, propose_regions
 from matcher.local.score import LocalScoreModel
 from matcher.local.types import LocalFeatures
@@ -53,6 +59,14 @@ class ReferenceBank:
     descriptors: np.ndarray
     offsets: np.ndarray
     regions: list[str] | None = None  # region tag of each entry when a reference has several (ids repeat)
+    _split: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def mirror_split(self) -> tuple[np.ndarray, np.ndarray]:
+        """``descriptors`` split for the SIFT mirror permutation (:func:`matcher.local.matching.mirror_split`):
+        (sumM, 64) float32 sym and anti halves, computed on first use and kept."""
+        if self._split is None:
+            self._split = mirror_split(self.descriptors, MIRROR_PERMUTATION)
+        return self._split
 
     @classmethod
     def build(cls, ids: Sequence[str], features: Sequence[LocalFeatures],
@@ -133,6 +147,30 @@ def _attach_detector_agreement(ev: PairEvidence, detected: list[Region]) -> None
     ev.detector_iou, ev.detector_score = agreement.iou, agreement.score
 
 
+def _is_bin_mirror(feats: LocalFeatures) -> bool:
+    """True when ``feats.mirrored`` is the SIFT bin permutation of ``feats.descriptors`` (what every extractor
+    and the feature store produce), so the mirror-split matcher applies."""
+    d, m = feats.descriptors, feats.mirrored
+    return (m is not None and d.ndim == 2 and d.shape[1] == MIRROR_PERMUTATION.size and m.shape == d.shape
+            and np.array_equal(m, d[:, MIRROR_PERMUTATION]))
+
+
+def _match(feats: LocalFeatures, bank: ReferenceBank, config: LocalConfig) -> OneToMany:
+    """Plain (and, with ``config.mirror``, mirrored) matches of one query region against the bank: through the
+    mirror split (half the GEMM work) when ``config.mirror_split`` and the mirrored descriptors are the bin
+    permutation, else with both query sets in one GEMM."""
+    with blas_threads(config.blas_threads):
+        split = config.mirror and config.mirror_split and _is_bin_mirror(feats)
+        if split and bank.descriptors.shape[1] == feats.descriptors.shape[1]:
+            q_sym, q_anti = mirror_split(feats.descriptors, MIRROR_PERMUTATION)
+            ref_sym, ref_anti = bank.mirror_split()
+            return match_one_to_many_split(q_sym, q_anti, ref_sym, ref_anti, bank.offsets, ratio=config.ratio,
+                                           mutual=config.mutual)
+        mirrored = feats.mirrored if config.mirror else None
+        return match_one_to_many(feats.descriptors, bank.descriptors, bank.offsets, ratio=config.ratio,
+                                 mutual=config.mutual, mirrored=mirrored)
+
+
 def verify_query(
     query: QueryFeatures,
     bank: ReferenceBank,
@@ -155,9 +193,7 @@ def verify_query(
     for region, feats in zip(query.regions, query.features):
         if feats.n == 0:
             continue
-        mirrored = feats.mirrored if config.mirror else None
-        res = match_one_to_many(feats.descriptors, bank.descriptors, bank.offsets, ratio=config.ratio,
-                                mutual=config.mutual, mirrored=mirrored)
+        res = _match(feats, bank, config)
         plain_counts = res.plain.counts()
         mirror_counts = res.mirrored.counts() if res.mirrored is not None else np.zeros_like(plain_counts)
         # A copy is either mirrored or not: fit only the orientation with more tentative matches (about half the
