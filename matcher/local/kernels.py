@@ -43,7 +43,9 @@ from numba import boolean, float32, float64, int32, int64, njit, prange, types, 
 
 __all__ = [
     "PARALLEL_MIN_ELEMS",
+    "draw_sample",
     "least_squares",
+    "local_optimise",
     "minimal_solve",
     "mnn_ratio_segments",
     "mnn_ratio_segments_serial",
@@ -51,6 +53,7 @@ __all__ = [
     "mnn_ratio_split_segments_serial",
     "msac_loss",
     "ransac",
+    "rng_seed",
     "sample_ok",
     "segments_kernel",
     "split_kernel",
