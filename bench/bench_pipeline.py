@@ -140,13 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phash", action="store_true", help="also run the pHash peer")
     ap.add_argument("--max-queries", type=int, default=None)
     ap.add_argument("--collect-only", action="store_true", help="only index + collect the feature table")
+    ap.add_argument("--voting", action="store_true", help="add keypoint-voting candidates (measure whether it pays)")
     ap.add_argument("--out", type=Path, default=Path("bench/results_pipeline.json"))
     args = ap.parse_args(argv)
     manifest = load_manifest(args.bench / "manifest.json")
     if Path(str(manifest.get("photos", ""))).name == "train":
         print("warning: this benchmark was built from train photos (the fusion model was fitted there)")
     results: dict = {"benchmark": str(args.bench), "params": manifest.get("params")}
-    pipe = Pipeline(MatcherConfig(), fusion=False)  # features only; the fusion is applied to the stored table
+    config = MatcherConfig.make(pipeline={"keypoint_voting": True}) if args.voting else MatcherConfig()
+    pipe = Pipeline(config, fusion=False)  # features only; the fusion is applied to the stored table
     if args.table.exists():
         t = load_table(args.table)
         timing = json.loads(str(t.get("timing", np.array("{}"))))

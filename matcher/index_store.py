@@ -502,8 +502,13 @@ class IndexStore:
         return np.frombuffer(b"".join(blobs), "<f4").reshape(len(blobs), dim).astype(np.float32)
 
     def global_descriptors(self) -> np.ndarray:
-        """(N, D) float32 unnormalised global descriptors of the references, row order."""
-        return self._descriptors("refs")
+        """(N, D) float32 unnormalised global descriptors of the references, row order (kept in memory after the
+        first call and re-read when references were added; do not modify)."""
+        cached = getattr(self, "_global_cache", None)
+        if cached is None or len(cached) != len(self):
+            cached = self._descriptors("refs")
+            self._global_cache = cached
+        return cached
 
     def background_descriptors(self) -> np.ndarray:
         """(B, D) float32 unnormalised descriptors of the background set ((0, D) when there is none)."""

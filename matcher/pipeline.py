@@ -259,15 +259,15 @@ class Pipeline:
                 raw = z @ zr[0]
                 sims = raw - bg  # (V,) normalised
                 best_v = int(np.argmax(sims))
-                _, _, rdesc = store.region_descriptors(row)
-                to_local = float(np.max(split_norm(rdesc)[0] @ z[0]) - bg[0]) if len(rdesc) else float("nan")
+                tags, _, rdesc = store.region_descriptors(row)
+                crop_sims = split_norm(rdesc)[0] @ z[0] if len(rdesc) else np.zeros(0, np.float32)
+                to_local = float(crop_sims.max() - bg[0]) if len(crop_sims) else float("nan")
                 g = GlobalEvidence(
                     full=float(sims[0]), cosine=float(raw[0]), regions=float(sims[best_v]), region=q.regions[best_v].tag,
                     to_local=to_local, log_norm_ratio=float(np.log(max(norms[0], 1e-12)) - np.log(max(nr[0], 1e-12))),
                     sources=sorted(sources[row]))
-                if len(rdesc):
-                    tags, _, _ = store.region_descriptors(row)
-                    g.reference_crop = tags[int(np.argmax(split_norm(rdesc)[0] @ z[0]))]
+                if len(crop_sims):
+                    g.reference_crop = tags[int(np.argmax(crop_sims))]
                 out.append((row, g))
         return out
 
