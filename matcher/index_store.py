@@ -594,14 +594,13 @@ class IndexStore:
         if self._features is None:
             raise IndexStoreError(f"{self.path}: this index holds no local features (index.local_features off)")
         store = self._features
-        mirror = bool(self.config.local.mirror)
-        out = []
+        out = []  # references are matched with plain descriptors only (the query carries the mirrored ones)
         for r in rows:
             sha = self._shas[r]
             if sha not in store:
                 raise IndexStoreError(f"{self.path}: local features of reference {self._ids[r]!r} are missing")
             with self._features_lock:  # FeatureStore's shard cache is not thread-safe
-                out.append(self._cache.get_or_compute(sha, lambda s=sha: store.get(s, with_mirrored=mirror)))
+                out.append(self._cache.get_or_compute(sha, lambda s=sha: store.get(s, with_mirrored=False)))
         return out
 
     # ------------------------------------------------------------------------------------------- writing
