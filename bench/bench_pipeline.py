@@ -54,7 +54,8 @@ def top_rows(qids: np.ndarray, rids: np.ndarray, score: np.ndarray, mask: np.nda
 def summarise(preds: list[PredictedMatch], gt, manifest) -> dict:
     m = evaluate(preds, gt)
     thr = m.threshold_at_p90
-    hol = {q for q, v in manifest["queries"].items() if v.get("kind") == "hard_negative_holistic"}
+    evaluated = {g.query_id for g in gt}  # the queries under evaluation (gt lists every query, copies or not)
+    hol = {q for q, v in manifest["queries"].items() if v.get("kind") == "hard_negative_holistic" and q in evaluated}
     best: dict[str, float] = {}
     for p in preds:
         if p.query_id in hol:
