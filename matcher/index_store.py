@@ -371,7 +371,8 @@ class IndexStore:
         if signature is None:
             return None
         try:
-            return FeatureStore(self.path / LOCAL_DIR, signature, cache_shards=8)
+            # ~1.7 MB per shard of 16 references: 128 decoded shards (~220 MB) keep random access off the disk
+            return FeatureStore(self.path / LOCAL_DIR, signature, cache_shards=128)
         except FeatureStoreError as e:
             raise IndexStoreError(f"{self.path}: local feature store unusable ({e})") from None
 
