@@ -94,7 +94,8 @@ class PipelineConfig:
     # and compared with the whole query ("global-to-local")
     global_k: int = 20  # references retrieved per query variant
     candidates: int = 30  # candidate budget per query: the best this many references over all variants are verified
-    keypoint_voting: bool = False  # also collect candidates by local-descriptor votes (faiss over reference keypoints)
+    keypoint_voting: bool = True  # also collect candidates by local-descriptor votes (faiss over reference keypoints;
+    # measured on the 1,200/2,200 bench benchmark: µAP 0.889 -> 0.914, ~512 bytes of RAM per reference keypoint)
     voting_candidates: int = 10  # extra candidates per query from keypoint votes
     fusion_weights: str = ""  # fusion model (JSON); "" = the shipped weights/fusion.json
     background: int = 0  # background pictures kept for score normalisation (0 = use what the index holds)
