@@ -98,7 +98,6 @@ class PipelineConfig:
     # measured on the 1,200/2,200 bench benchmark: µAP 0.889 -> 0.914, ~512 bytes of RAM per reference keypoint)
     voting_candidates: int = 10  # extra candidates per query from keypoint votes
     fusion_weights: str = ""  # fusion model (JSON); "" = the shipped weights/fusion.json
-    background: int = 0  # background pictures kept for score normalisation (0 = use what the index holds)
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,15 @@ Data flows one way, per query:
 
 References come from an :class:`~matcher.index_store.IndexStore` (built once with ``icd index``, or on the fly
 for one-shot matching). Score normalisation uses the background descriptors shipped with the model (computed
-from ``train`` photos) or, when the index holds its own background set, those.
+from ``train`` photos; a fixed set keeps the fusion model's calibration); only when those are missing or were made
+with other weights does it fall back to the index's own background set (``icd index --background``).
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -136,6 +138,12 @@ def _bg_term(z: np.ndarray, zb: np.ndarray, k: int, beta: float) -> np.ndarray:
     return (beta * top.mean(1)).astype(np.float32)
 
 
+def _same_store(key: tuple[Any, int] | None, store: Any) -> bool:
+    """True when ``key`` (a weak reference and a size) still names this very store at this size (an ``id()`` could
+    be reused by a new store after the old one is freed)."""
+    return key is not None and key[0]() is store and key[1] == len(store)
+
+
 class Pipeline:
     """The matching pipeline: models + config. Build once, then :meth:`match` queries against an index store."""
 
@@ -223,7 +231,8 @@ class Pipeline:
             return []
         with timer("search"):
             z, norms = split_norm(q.descriptors)
-            bg = _bg_term(z, self._zb, dcfg.score_norm_k, dcfg.score_norm_beta)  # (V,)
+            zb = self._zb if len(self._zb) else self._store_background(store)
+            bg = _bg_term(z, zb, dcfg.score_norm_k, dcfg.score_norm_beta)  # (V,)
             k = min(cfg.global_k, len(store))
             res = store.global_index.search(q.descriptors, k)
             key: dict[int, float] = {}
@@ -271,14 +280,21 @@ class Pipeline:
                 out.append((row, g))
         return out
 
+    def _store_background(self, store: Any) -> np.ndarray:
+        """Unit background descriptors held by ``store`` (fallback when no shipped set matches the model)."""
+        if not _same_store(getattr(self, "_store_bg_key", None), store):
+            b = store.background_descriptors()
+            self._store_bg = split_norm(b)[0] if len(b) else np.zeros((0, 0), np.float32)
+            self._store_bg_key = (weakref.ref(store), len(store))
+        return self._store_bg
+
     def _voter(self, store: Any) -> Any:
         """The keypoint voter over ``store``'s reference features (built once per store and size)."""
         from matcher.voting import KeypointVoter
 
-        key = (id(store), len(store))
-        if getattr(self, "_voter_key", None) != key:
+        if not _same_store(getattr(self, "_voter_key", None), store):
             self._voter_obj = KeypointVoter(store.local_features(range(len(store))), seed=self.config.seed)
-            self._voter_key = key
+            self._voter_key = (weakref.ref(store), len(store))
         return self._voter_obj
 
     # ----------------------------------------------------------------------------------------------- verification

@@ -227,3 +227,26 @@ def test_bad_input_folder_runs_to_completion(folders, index_dir, tmp_path, capsy
     assert best["plain_crop"].reference_id == "astronaut" and best["cmyk"].reference_id == "astronaut"
     assert best["exif_rotated"].reference_id == "chelsea"
     assert all(not math.isnan(r.score) for r in best.values())
+
+
+def test_background_falls_back_to_the_index_set(matcher):
+    """Without a shipped background set, score normalisation uses the store's own background descriptors."""
+    p = matcher.pipeline
+
+    class Store:
+        def __init__(self, bg):
+            self.bg = bg
+
+        def __len__(self):
+            return 3
+
+        def background_descriptors(self):
+            return self.bg
+
+    rng = np.random.default_rng(0)
+    bg = rng.normal(size=(7, 4)).astype(np.float32)
+    first = Store(bg)
+    got = p._store_background(first)
+    assert got.shape == (7, 4) and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    del first  # a new store, even at a reused address and the same size, is never served the old set
+    assert p._store_background(Store(np.zeros((0, 4), np.float32))).shape[0] == 0
