@@ -55,8 +55,7 @@ def collect(pipeline: Pipeline, store, bench: Path, *, max_queries: int | None =
             for qid in ids[a: a + chunk]:
                 items.append((qid, qset.load(qid)))
         for q in pipeline.describe_queries(items, timer):
-            cands = pipeline.candidates(q, store, timer)
-            matches = pipeline.verify(q, cands, store, timer)
+            matches = pipeline.match(q, store, timer)
             meta = manifest["queries"][q.query_id]
             for m in sorted(matches, key=lambda m: m.reference_row):
                 cols["query_id"].append(q.query_id)

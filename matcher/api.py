@@ -86,8 +86,7 @@ class Matcher:
         store = MemoryStore(self.config, p.descriptor)
         store.add("reference", self._image(reference), p.descriptor, p.engine)
         (q,) = p.describe_queries([("query", self._image(query))])
-        matches = p.verify(q, p.candidates(q, store), store)
-        return matches[0]
+        return p.match(q, store)[0]
 
     def index(self, references: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
               path: str | os.PathLike[str], *, progress: bool = False) -> Any:
@@ -129,7 +128,7 @@ class Matcher:
         out = MatchRows()
         items = [(qid, img) for qid, _p, img in qset.iter_loaded()]
         for q in p.describe_queries(items) if items else []:
-            for m in p.verify(q, p.candidates(q, store), store)[:k]:
+            for m in p.match(q, store)[:k]:
                 out.append(_row(m))
         out.skipped = skipped + list(qset.skipped)
         out.sort(key=lambda r: (-r["score"], r["query_id"], r["reference_id"]))

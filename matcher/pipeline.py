@@ -24,7 +24,7 @@ import math
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,13 +337,6 @@ class Pipeline:
         out.sort(key=lambda m: (-(m.score if not math.isnan(m.score) else -1.0), m.reference_id))
         return out
 
-    def match_descriptions(self, queries: Iterable[QueryDescription], store: Any,
-                           timer: StageTimer | None = None) -> Iterable[list[PairMatch]]:
-        """Candidates + verification for each described query (lazy)."""
-        for q in queries:
-            yield self.verify(q, self.candidates(q, store, timer), store, timer)
-
-    def match_image(self, query_id: str, image: np.ndarray, store: Any) -> list[PairMatch]:
-        """All scored candidates of one query image, best first."""
-        (q,) = self.describe_queries([(query_id, image)])
-        return self.verify(q, self.candidates(q, store), store)
+    def match(self, q: QueryDescription, store: Any, timer: StageTimer | None = None) -> list[PairMatch]:
+        """Candidates + verification + fusion for one described query: all its scored candidates, best first."""
+        return self.verify(q, self.candidates(q, store, timer), store, timer)

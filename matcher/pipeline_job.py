@@ -11,13 +11,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from matcher.config import MatcherConfig
-from matcher.io import SkippedFile, read_images, write_skipped_csv
+from matcher.io import read_images, write_skipped_csv
+from matcher.match_job import MatchSummary
 from matcher.pipeline import PairMatch, Pipeline, StageTimer
 from matcher.submission import PredictedMatch, cap_total, write_predictions
 
@@ -25,17 +26,11 @@ __all__ = ["PipelineSummary", "run_pipeline_match"]
 
 
 @dataclass
-class PipelineSummary:
-    """What a pipeline job did: counts, skipped files with reasons, seconds per stage."""
+class PipelineSummary(MatchSummary):
+    """What a pipeline job did: :class:`MatchSummary` plus candidate pairs verified and pairs above the threshold."""
 
-    n_queries: int = 0
-    n_references: int = 0
     n_candidates: int = 0
-    n_rows: int = 0
     n_copies: int = 0
-    skipped: list[SkippedFile] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    output: str = ""
 
     def __str__(self) -> str:
         t = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
@@ -68,13 +63,15 @@ def run_pipeline_match(queries: str | Path, output: str | Path, *, references: s
             if index_dir is None:
                 tmp = tempfile.mkdtemp(prefix="icd-index-")
                 index_dir = tmp
-            store = IndexStore.open(index_dir, config or (pipeline.config if pipeline else None), create=True)
+            pipe = pipeline or Pipeline(config)
+            # the store describes the references with the pipeline's descriptor (one model load, not two)
+            store = IndexStore.open(index_dir, pipe.config, create=True, descriptor=pipe.descriptor)
             job = store.add_references(references, progress=progress)
             summary.skipped.extend(job.skipped)
         else:
             store = IndexStore.open(index_dir, config or (pipeline.config if pipeline else None))
+            pipe = pipeline or Pipeline(store.config)
         summary.seconds["references"] = time.perf_counter() - t_start
-        pipe = pipeline or Pipeline(store.config)
         cfg = pipe.config
         summary.n_references = len(store)
 
@@ -100,7 +97,7 @@ def run_pipeline_match(queries: str | Path, output: str | Path, *, references: s
             described = pipe.describe_queries(items, timer)
             bars["describe"].update(len(items))
             for q in described:
-                matches = pipe.verify(q, pipe.candidates(q, store, timer), store, timer)
+                matches = pipe.match(q, store, timer)
                 summary.n_candidates += len(matches)
                 if on_query is not None:
                     on_query(matches)

@@ -213,26 +213,6 @@ class _Pictures:
         return image, feats
 
 
-def _verify(engine, query_features, reference_features) -> tuple[float, object]:
-    """(local score in [0, 1], PairEvidence) of one pair, as :meth:`LocalEngine.score_pair` computes them."""
-    from matcher.local.evidence import PairEvidence
-    from matcher.local.verify import ReferenceBank, verify_query
-
-    bank = ReferenceBank.build(["reference"], [reference_features])
-    best = verify_query(query_features, bank, engine.config.local, engine.score_model)
-    if 0 in best:
-        return best[0]
-    n_q = max((f.n for f in query_features.features), default=0)
-    if n_q == 0:
-        reason = "no keypoints in query"
-    elif reference_features.n == 0:
-        reason = "no keypoints in reference"
-    else:
-        need = engine.config.local.min_inliers
-        reason = f"no accepted geometric fit (fewer than {need} consistent matches)"
-    return 0.0, PairEvidence(reason=reason, model=engine.config.local.model)
-
-
 def _jpeg_uri(rgb: np.ndarray) -> str:
     import cv2
 
@@ -275,7 +255,7 @@ def _pair_visual(pictures: _Pictures, qid: str, rid: str) -> tuple[str, str]:
 
     q, r = pictures.get("query", qid), pictures.get("reference", rid)
     if isinstance(q, tuple) and isinstance(r, tuple):
-        score, ev = _verify(pictures.engine, q[1], r[1])
+        score, ev = pictures.engine.verify_features(q[1], r[1])
         # a rejected fit may still carry points and frames: draw none, they would look like a match
         shown = ev if ev.reason is None else type(ev)(reason=ev.reason)
         canvas = draw_pair(q[0], r[0], shown, height=DRAW_HEIGHT, max_lines=MAX_LINES)

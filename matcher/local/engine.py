@@ -81,15 +81,14 @@ class LocalEngine:
                 ev = PairEvidence(reason=f"{side} image refused: {exc}", model=self.config.local.model)
                 return PairResult(0.0, False, self.config.threshold, ev)
         q_img, r_img = images
-        qf = self.query_features(q_img)
-        rf = self.reference_features(r_img)
-        bank = ReferenceBank.build(["reference"], [rf])
-        best = verify_query(qf, bank, self.config.local, self.score_model)
-        if 0 in best:
-            score, ev = best[0]
-        else:
-            score, ev = 0.0, self._unverified(qf, rf)
+        score, ev = self.verify_features(self.query_features(q_img), self.reference_features(r_img))
         return PairResult(score, score >= self.config.threshold, self.config.threshold, ev)
+
+    def verify_features(self, qf: QueryFeatures, rf: LocalFeatures) -> tuple[float, PairEvidence]:
+        """(calibrated score, evidence) of one pair from features computed once per image; unverified pairs
+        score 0 with the reason in the evidence."""
+        best = verify_query(qf, ReferenceBank.build(["reference"], [rf]), self.config.local, self.score_model)
+        return best[0] if 0 in best else (0.0, self._unverified(qf, rf))
 
     def match_query(self, query: QueryFeatures, bank: ReferenceBank, top_k: int | None = None) -> list[ScoredPair]:
         """The references of ``bank`` with a verified match, best first (at most ``top_k``, default config)."""
