@@ -213,6 +213,14 @@ def to_markdown(res) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(res: dict, out: Path) -> None:
+    """results.json + results.md into ``out``; the markdown is printed too."""
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    md = to_markdown(res)
+    (out / "results.md").write_text(md)
+    print(md)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--photos", default="../shared/data/photos/bench")
@@ -261,10 +269,7 @@ def main(argv=None) -> int:
         queries, refs = load_all(bench / "queries"), load_all(bench / "references")
         res["throughput"] = throughput(engine, queries, refs, gt_map, args.throughput_queries, args.candidates,
                                        config.local.max_keypoints, config.local.working_size, previous=previous)
-        (out / "results.json").write_text(json.dumps(res, indent=1))
-        md = to_markdown(res)
-        (out / "results.md").write_text(md)
-        print(md)
+        write_results(res, out)
         return 0
     t = time.perf_counter()
     summary = run_exhaustive_match(bench / "queries", bench / "references", out / "engine.csv", engine=engine)
@@ -305,10 +310,7 @@ def main(argv=None) -> int:
     if args.throughput_queries > 0:
         res["throughput"] = throughput(engine, queries, refs, gt_map, args.throughput_queries, args.candidates,
                                        config.local.max_keypoints, config.local.working_size, previous=previous)
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    md = to_markdown(res)
-    (out / "results.md").write_text(md)
-    print(md)
+    write_results(res, out)
     return 0
 
 
