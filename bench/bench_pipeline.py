@@ -78,15 +78,19 @@ def ablation_scores(t: dict[str, np.ndarray], fusion: FusionModel, gate_margin: 
     undetected = inside & (x[:, F["detector_iou"]] < 0.5)
     rule_det = np.where(undetected, 0.5 * local, local)
     rule_det = np.maximum(rule_det, np.where(undetected, 0.5, 1.0) * g_regions)
+    # seam check: a verified "reference inside the query" with no seam along the reference's frame -> halve
+    seamless = x[:, F["inside_without_seam"]] > 0.25
+    rule_seam = np.where(seamless, 0.5 * rule_det, rule_det)
     # ASL gate: the query holds more content than the reference -> halve
     marked = x[:, F["log_norm_ratio"]] > gate_margin
-    rule_gate = np.where(marked, 0.5 * rule_det, rule_det)
+    rule_gate = np.where(marked, 0.5 * rule_seam, rule_seam)
     return {
         "global (cosine, whole images)": (t["cosine"], only_global),
         "+ score normalisation": (x[:, F["global_full"]], only_global),
         "+ regions (query regions, reference crops)": (g_regions, None),
         "+ local verification (max of local score, global)": (rule_local, None),
         "+ detector (undetected inside-query matches halved)": (rule_det, None),
+        "+ seam check (seamless inside-query matches halved)": (rule_seam, None),
         "+ ASL gate (norm ratio above margin halved)": (rule_gate, None),
         "+ fusion model (logistic on all evidence)": (fusion.predict(x), None),
     }
@@ -141,17 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phash", action="store_true", help="also run the pHash peer")
     ap.add_argument("--max-queries", type=int, default=None)
     ap.add_argument("--collect-only", action="store_true", help="only index + collect the feature table")
-    ap.add_argument("--voting", action="store_true", help="add keypoint-voting candidates (measure whether it pays)")
+    ap.add_argument("--no-voting", action="store_true", help="without keypoint-voting candidates (measure whether "
+                    "they pay)")
     ap.add_argument("--out", type=Path, default=Path("bench/results_pipeline.json"))
     args = ap.parse_args(argv)
     manifest = load_manifest(args.bench / "manifest.json")
     if Path(str(manifest.get("photos", ""))).name == "train":
         print("warning: this benchmark was built from train photos (the fusion model was fitted there)")
     results: dict = {"benchmark": str(args.bench), "params": manifest.get("params")}
-    config = MatcherConfig.make(pipeline={"keypoint_voting": True}) if args.voting else MatcherConfig()
+    config = MatcherConfig.make(pipeline={"keypoint_voting": False}) if args.no_voting else MatcherConfig()
     pipe = Pipeline(config, fusion=False)  # features only; the fusion is applied to the stored table
     if args.table.exists():
         t = load_table(args.table)
+        if tuple(t["feature_names"]) != FEATURE_NAMES:
+            print(f"error: {args.table} holds other features; delete it to collect again", file=sys.stderr)
+            return 2
         timing = json.loads(str(t.get("timing", np.array("{}"))))
     else:
         t0 = time.perf_counter()

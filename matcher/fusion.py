@@ -2,15 +2,15 @@
 
 A pair's evidence (local geometric fit, global descriptor scores of the query's regions and of the reference's
 crops, the ASL norm ratio, detector agreement) is turned into the fixed feature vector :data:`FEATURE_NAMES`
-(:func:`pair_features`) and scored by logistic regression (:class:`FusionModel`):
+(:func:`pair_features`; incl. the seam check of :mod:`matcher.frame_edge`) and scored by logistic regression (:class:`FusionModel`):
 
     p(copy) = sigmoid(bias + sum_i w_i * (x_i - mean_i) / std_i)
 
 The model is fitted on candidate pairs of a benchmark built from the ``train`` photos (``bench/fit_fusion.py``;
 never on ``bench``) and shipped as plain JSON (``weights/fusion.json``). The score is asymmetric because the
 features are: a query that is the holistic picture around a reference (the reference is a crop of the query)
-shows the pattern "reference inside query" *without* a detected pasted box and with a larger descriptor norm
-(ASL: more content), which the model learns to push down, while a crop of the reference ("query inside
+shows the pattern "reference inside query" *without* a seam along the reference's frame, without a detected
+pasted box and with a larger descriptor norm (ASL: more content), which the model learns to push down, while a crop of the reference ("query inside
 reference") or a detected paste scores high. Each score carries its per-feature contributions
 (:meth:`FusionModel.explain`), the evidence that decided it.
 """
@@ -28,6 +28,7 @@ from matcher.local.evidence import PairEvidence
 __all__ = [
     "DEFAULT_FUSION_PATH",
     "FEATURE_NAMES",
+    "SEAM_CLEAR",
     "FusionModel",
     "GlobalEvidence",
     "fit_fusion",
@@ -53,7 +54,10 @@ FEATURE_NAMES = (
     "log_norm_ratio",  # log||f(q)|| - log||f(r)|| (ASL: > 0 = the query holds more content)
     "gate_excess",  # max(0, log_norm_ratio - gate margin)
     "inside_norm",  # reference_inside_query * max(0, log_norm_ratio)
+    "frame_seam",  # log seam strength along the reference frame inside the query, in [-2, 4]; 0 when none inside
+    "inside_without_seam",  # reference_inside_query * clip(log(SEAM_CLEAR / seam) / log(SEAM_CLEAR), 0, 1)
 )
+SEAM_CLEAR = 3.0  # a seam ratio at which "reference inside the query" counts as fully explained by a paste
 
 
 @dataclass
@@ -102,6 +106,12 @@ def pair_features(ev: PairEvidence | None, g: GlobalEvidence, gate_margin: float
     else:
         inl = ratio = cov = q_in_r = r_in_q = det = 0.0
     inside = q_in_r * (1.0 - r_in_q)
+    seam = ev.frame_seam if ok and ev is not None and ev.frame_seam is not None else math.nan
+    if math.isfinite(seam):
+        log_seam = min(4.0, max(-2.0, math.log(max(seam, 1e-6))))
+        seamless = inside * min(1.0, max(0.0, math.log(SEAM_CLEAR / max(seam, 1e-6)) / math.log(SEAM_CLEAR)))
+    else:  # no side of the frame inside the query (or not measured): nothing to check
+        log_seam = seamless = 0.0
     # missing global scores (pair found only by another generator) count as "no similarity"
     full = _finite(g.full, -0.2)
     regions = max(_finite(g.regions, -0.2), full)
@@ -109,7 +119,7 @@ def pair_features(ev: PairEvidence | None, g: GlobalEvidence, gate_margin: float
     lnr = _finite(g.log_norm_ratio)
     return np.array([
         float(ok), inl, ratio, cov, q_in_r, r_in_q, inside, inside * det, det,
-        full, regions, to_local, lnr, max(0.0, lnr - gate_margin), inside * max(0.0, lnr),
+        full, regions, to_local, lnr, max(0.0, lnr - gate_margin), inside * max(0.0, lnr), log_seam, seamless,
     ], np.float64)
 
 

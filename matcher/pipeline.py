@@ -33,6 +33,7 @@ import numpy as np
 
 from matcher.config import MatcherConfig
 from matcher.descriptors.infer import split_norm
+from matcher.frame_edge import frame_edge_strength, to_gray
 from matcher.fusion import FusionModel, GlobalEvidence, pair_features
 from matcher.local.evidence import PairEvidence
 from matcher.local.regions import Region, propose_regions
@@ -50,7 +51,8 @@ class QueryDescription:
 
     regions: the global variants (regions[0] is the full image); descriptors: (V, D) float32 unnormalised ASL
     descriptors of those variants; local: local features (keypoints in original query px); detected: the
-    detector's pasted-picture boxes (subset of ``regions``); size: (width, height) px."""
+    detector's pasted-picture boxes (subset of ``regions``); size: (width, height) px; gray: (h, w) float32 grey
+    levels for the seam check (:mod:`matcher.frame_edge`), ``gray_scale`` = h / height."""
 
     query_id: str
     regions: list[Region]
@@ -58,6 +60,8 @@ class QueryDescription:
     local: QueryFeatures | None
     detected: list[Region]
     size: tuple[int, int]
+    gray: np.ndarray | None = None
+    gray_scale: float = 1.0
 
 
 @dataclass
@@ -214,11 +218,12 @@ class Pipeline:
         for (qid, img), regs, det in zip(items, regions, detected):
             d = desc[at: at + len(regs)]
             at += len(regs)
-            qf = None
+            qf, gray, gs = None, None, 1.0
             if local:
                 with timer("local_features"):
                     qf = self.engine.query_features(img)
-            out.append(QueryDescription(qid, regs, d, qf, det, (img.shape[1], img.shape[0])))
+                    gray, gs = to_gray(img)
+            out.append(QueryDescription(qid, regs, d, qf, det, (img.shape[1], img.shape[0]), gray, gs))
         return out
 
     # ----------------------------------------------------------------------------------------------- candidates
@@ -326,6 +331,9 @@ class Pipeline:
                     ev.detector_iou, ev.detector_score = a.iou, a.score
                 elif ev is not None and ev.verified and "yolo" in self.config.pipeline.query_regions:
                     ev.detector_iou, ev.detector_score = 0.0, 0.0
+                if ev is not None and ev.verified and ev.reference_quad_in_query is not None and q.gray is not None:
+                    quad = np.asarray(ev.reference_quad_in_query, np.float64) * q.gray_scale
+                    ev.frame_seam = frame_edge_strength(q.gray, quad)
                 evs.append(ev)
                 feats_all.append(pair_features(ev, g, self.gate_margin))
             x = np.stack(feats_all)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from matcher.fusion import FEATURE_NAMES, FusionModel, GlobalEvidence, fit_fusion, pair_features
+from matcher.fusion import FEATURE_NAMES, SEAM_CLEAR, FusionModel, GlobalEvidence, fit_fusion, pair_features
 from matcher.local.evidence import PairEvidence
 
 
@@ -40,6 +40,26 @@ class TestPairFeatures:
         assert f["reference_inside_query"] == pytest.approx(0.75)
         assert f["inside_with_detector"] == pytest.approx(0.6)
         assert f["inside_norm"] == pytest.approx(0.375) and f["gate_excess"] == pytest.approx(0.3)
+
+    @pytest.mark.parametrize(("seam", "log_seam", "seamless"), [
+        (1.0, 0.0, 0.75),  # no seam: the whole inside term is unexplained
+        (SEAM_CLEAR, math.log(SEAM_CLEAR), 0.0),  # a clear seam explains it (a paste)
+        (math.sqrt(SEAM_CLEAR), 0.5 * math.log(SEAM_CLEAR), 0.375),
+        (1e-9, -2.0, 0.75),  # flat: clipped
+        (1e9, 4.0, 0.0),
+        (float("nan"), 0.0, 0.0),  # the frame never lies inside the query: nothing to check
+        (None, 0.0, 0.0),  # not measured
+    ])
+    def test_seam_terms(self, seam, log_seam, seamless):
+        ev = _ev(query_frame_in_reference=1.0, reference_frame_in_query=0.25, frame_seam=seam)
+        f = dict(zip(FEATURE_NAMES, pair_features(ev, GlobalEvidence(), 0.0)))
+        assert f["frame_seam"] == pytest.approx(log_seam)
+        assert f["inside_without_seam"] == pytest.approx(seamless)
+
+    def test_seam_ignored_without_a_fit(self):
+        f = dict(zip(FEATURE_NAMES, pair_features(PairEvidence(reason="degenerate", frame_seam=1.0),
+                                                  GlobalEvidence(), 0.0)))
+        assert f["frame_seam"] == 0 and f["inside_without_seam"] == 0
 
 
 def _data(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -118,6 +118,18 @@ class TestScore:
         assert forward > backward, (forward, backward)
         assert forward >= matcher.pipeline.threshold
 
+    def test_seam_tells_paste_from_holistic(self, matcher):
+        """Both queries hold the reference inside them; only the paste leaves a seam along its frame."""
+        a = demo_photo("astronaut")
+        ref = a[100:356, 120:376]
+        paste = demo_photo("coffee").copy()
+        paste[80:336, 200:456] = ref
+        pasted = matcher.score(paste, ref).evidence
+        holistic = matcher.score(a, ref).evidence
+        assert pasted is not None and pasted.verified and holistic is not None and holistic.verified
+        assert pasted.frame_seam > 3.0, pasted.frame_seam
+        assert holistic.frame_seam < 2.0, holistic.frame_seam
+
     def test_unrelated_pictures(self, matcher):
         m = matcher.score(demo_photo("coffee"), demo_photo("rocket"))
         assert not m.is_copy and m.score < 0.5

@@ -71,6 +71,9 @@ class PairEvidence:
     query_points, reference_points: (I, 2) float32 inlier points (px) for drawing
     detector_iou, detector_score: agreement of the matched query area with a detected picture box (evidence for
     "pasted copy" rather than "holistic picture containing the reference"); None when no detector ran
+    frame_seam: seam strength along the reference frame where it lies inside the query
+    (:func:`matcher.frame_edge.frame_edge_strength`: ~1 = content runs on, >> 1 = a pasted picture's border); nan
+    when no side of the frame lies inside the query; None when not measured (the pipeline measures it)
     """
 
     n_matches: int = 0
@@ -94,6 +97,7 @@ class PairEvidence:
     rmse: float = float("nan")
     detector_iou: float | None = None  # best IoU of the inlier box in the query with a detected (YOLO) box
     detector_score: float | None = None  # that box's detector confidence; None when no detector ran
+    frame_seam: float | None = None  # seam strength along the reference frame inside the query (see above)
     query_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     reference_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
