@@ -5,8 +5,8 @@ into another picture (a copy: the paste leaves a seam, a step in the image along
 query is the holistic picture of which the reference is a crop (not a copy: the content runs on across the border
 with no seam). :func:`frame_edge_strength` measures that seam. The reference frame mapped into the query (a quad,
 query px) is walked side by side; along each side's normal, the grey-level profile is sampled at -``reach`` ..
-+``reach`` px and the step across the mapped border (largest adjacent difference within ``slack`` px of it) is
-compared with the typical step farther away. A paste gives a ratio well above 1 on every side that lies inside the
++``reach`` px and the change across the mapped border (over 1 and over 3 px, within ``slack`` px of it) is
+compared with the typical change farther away. A paste gives a ratio well above 1 on every side that lies inside the
 query; natural content gives about 1.
 """
 from __future__ import annotations
@@ -30,16 +30,26 @@ def to_gray(image: np.ndarray, max_side: int = 1024) -> tuple[np.ndarray, float]
     return g.astype(np.float32), s
 
 
-def seam_profile_ratio(profiles: np.ndarray, slack: int = 2, floor: float = 2.0) -> np.ndarray:
-    """profiles: (S, 2R+1) grey levels sampled across a border at offsets -R..R px (border at index R) ->
-    (S,) ratio of the largest step within ``slack`` px of the border to the mean step farther than ``2*slack``
-    px from it (+ ``floor`` grey levels so flat areas give ~0, not noise)."""
-    d = np.abs(np.diff(profiles, axis=1))  # (S, 2R): step between offsets k and k+1, border step at R-1 / R
-    r = profiles.shape[1] // 2
-    centre = d[:, max(0, r - 1 - slack): r + slack].max(axis=1)
-    far = np.r_[0: max(0, r - 1 - 2 * slack), min(d.shape[1], r + 2 * slack): d.shape[1]]
-    base = d[:, far].mean(axis=1) if len(far) else np.zeros(len(d), np.float32)
-    return centre / (base + floor)
+def seam_profile_ratio(profiles: np.ndarray, slack: int = 2, floor: float = 2.0,
+                       spans: tuple[int, ...] = (1, 3)) -> np.ndarray:
+    """profiles: (S, 2R+1) grey levels sampled across a border at offsets -R..R px (border between offsets -1 and
+    0) -> (S,) seam ratio: for each span w in ``spans``, the largest grey-level change over w px that straddles the
+    border (give or take ``slack`` px) divided by the mean change over w px farther than ``2*slack`` px from it
+    (+ ``floor`` grey levels, so flat areas give ~0, not noise); the largest ratio over the spans. Span 1 sees a
+    sharp seam, span 3 one softened by blur or resampling."""
+    p = np.asarray(profiles, np.float64)
+    r = p.shape[1] // 2
+    best = np.zeros(len(p))
+    for w in spans:
+        d = np.abs(p[:, w:] - p[:, :-w])  # (S, 2R+1-w): change from offset j-R to j-R+w
+        j = np.arange(d.shape[1])
+        lo, hi = j - r, j - r + w  # the span's offsets
+        centre = (lo <= slack - 1) & (hi >= -slack)  # straddles the border (between -1 and 0) within slack
+        far = (hi <= -1 - 2 * slack) | (lo >= 2 * slack)
+        if not centre.any() or not far.any():
+            continue
+        best = np.maximum(best, d[:, centre].max(axis=1) / (d[:, far].mean(axis=1) + floor))
+    return best
 
 
 def frame_edge_strength(gray: np.ndarray, quad: np.ndarray, *, reach: int = 10, slack: int = 2,

@@ -27,6 +27,8 @@ def add_match_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=10, help="pairs written per query (default 10)")
     p.add_argument("--max-rows", type=int, default=500_000, help="rows in total (default 500,000)")
     p.add_argument("--candidates", type=int, default=None, help="candidate budget per query (default 30)")
+    p.add_argument("--keypoint-voting", choices=("on", "off"), default=None,
+                   help="also collect candidates by local-descriptor votes (default: on, or as the index was built)")
     p.add_argument("--cache", metavar="DIR", help="with --references: keep the reference index (pipeline) or "
                                                   "feature store (--exhaustive) in DIR and reuse it on re-runs")
     p.add_argument("--exhaustive", action="store_true",
@@ -67,6 +69,8 @@ def run_match(args: argparse.Namespace) -> int:
                 pipe["reference_regions"] = rr
             if args.candidates is not None:
                 pipe["candidates"] = args.candidates
+            if args.keypoint_voting is not None:
+                pipe["keypoint_voting"] = args.keypoint_voting == "on"
             base: dict = {}
             if args.index is not None:  # start from the settings the index was built with
                 from matcher.index_store import IndexStore

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 __all__ = ["add_score_arguments", "run_score"]
@@ -29,8 +30,10 @@ def _print_local(ev) -> None:
         return
     print(f"local: matches {ev.n_matches}, inliers {ev.n_inliers} (ratio {ev.inlier_ratio:.2f}), "
           f"mirrored {ev.mirrored}, containment {ev.containment}, coverage query {ev.query_coverage:.2f} / "
-          f"reference {ev.reference_coverage:.2f}" + ("" if ev.detector_iou is None
-                                                     else f", detector IoU {ev.detector_iou:.2f}"))
+          f"reference {ev.reference_coverage:.2f}"
+          + ("" if ev.detector_iou is None else f", detector IoU {ev.detector_iou:.2f}")
+          + ("" if ev.frame_seam is None else ", no reference border inside the query" if math.isnan(ev.frame_seam)
+             else f", seam along the reference border {ev.frame_seam:.1f} (~1 = content runs on, >3 = pasted)"))
 
 
 def run_score(args: argparse.Namespace) -> int:

@@ -42,6 +42,14 @@ def test_frame_along_the_borders_has_no_seam_to_measure() -> None:
     assert math.isnan(frame_edge_strength(g, np.full((4, 2), np.nan)))
 
 
+def test_blurred_paste_keeps_a_seam() -> None:
+    ref = data.astronaut()[60:380, 80:440]
+    canvas = data.coffee().copy()
+    canvas[100:260, 150:330] = cv2.resize(ref, (180, 160), interpolation=cv2.INTER_AREA)
+    blurred = cv2.GaussianBlur(canvas, (0, 0), 2.5)
+    assert frame_edge_strength(to_gray(blurred)[0], _quad(150, 100, 330, 260)) > 2.5
+
+
 def test_one_side_inside_is_enough() -> None:
     # meme-like: a caption bar above the picture; only the top side of the frame is inside the query
     img = data.astronaut()
@@ -55,8 +63,14 @@ def test_profile_ratio_reference() -> None:
     r = 6
     step = np.r_[np.zeros(r), np.full(r + 1, 100.0)][None]  # a clean step at the border
     ramp = np.arange(2 * r + 1, dtype=np.float64)[None] * 10  # a smooth ramp: no seam
-    assert seam_profile_ratio(step, slack=1)[0] == pytest.approx(100.0 / 2.0)
-    assert seam_profile_ratio(ramp, slack=1)[0] == pytest.approx(10.0 / 12.0)
+    assert seam_profile_ratio(step, slack=1, spans=(1,))[0] == pytest.approx(100.0 / 2.0)
+    assert seam_profile_ratio(ramp, slack=1, spans=(1,))[0] == pytest.approx(10.0 / 12.0)
+    assert seam_profile_ratio(ramp, slack=1, spans=(1, 3))[0] == pytest.approx(30.0 / 32.0)
+    # a step blurred over ~4 px: single-px changes are small, the 3-px span still sees most of the step
+    r = 8
+    soft = np.r_[np.zeros(r - 2), [12.5, 37.5, 62.5, 87.5], np.full(r - 1, 100.0)][None]
+    assert seam_profile_ratio(soft, slack=2, spans=(1,))[0] == pytest.approx(25.0 / 2.0)
+    assert seam_profile_ratio(soft, slack=2, spans=(1, 3))[0] == pytest.approx(75.0 / 2.0)
 
 
 def test_to_gray_downscales() -> None:

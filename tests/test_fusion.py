@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from matcher.fusion import FEATURE_NAMES, SEAM_CLEAR, FusionModel, GlobalEvidence, fit_fusion, pair_features
+from matcher.fusion import (
+    FEATURE_NAMES,
+    SEAM_CLEAR,
+    SEAM_NONE,
+    FusionModel,
+    GlobalEvidence,
+    fit_fusion,
+    pair_features,
+)
 from matcher.local.evidence import PairEvidence
 
 
@@ -43,8 +51,9 @@ class TestPairFeatures:
 
     @pytest.mark.parametrize(("seam", "log_seam", "seamless"), [
         (1.0, 0.0, 0.75),  # no seam: the whole inside term is unexplained
+        (SEAM_NONE, math.log(SEAM_NONE), 0.75),
         (SEAM_CLEAR, math.log(SEAM_CLEAR), 0.0),  # a clear seam explains it (a paste)
-        (math.sqrt(SEAM_CLEAR), 0.5 * math.log(SEAM_CLEAR), 0.375),
+        (math.sqrt(SEAM_NONE * SEAM_CLEAR), 0.5 * math.log(SEAM_NONE * SEAM_CLEAR), 0.375),
         (1e-9, -2.0, 0.75),  # flat: clipped
         (1e9, 4.0, 0.0),
         (float("nan"), 0.0, 0.0),  # the frame never lies inside the query: nothing to check

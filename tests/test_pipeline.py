@@ -164,6 +164,19 @@ class TestCli:
         assert {(r.query_id, r.reference_id) for r in read_predictions(out2)} == \
             {(r.query_id, r.reference_id) for r in rows}
 
+    def test_keypoint_voting_switch(self, folders, index_dir, tmp_path, capsys):
+        _, qs = folders
+        for flag in ("on", "off"):
+            out = tmp_path / f"sub_{flag}.csv"
+            assert main(["match", "--queries", str(qs), "--index", str(index_dir), "--output", str(out),
+                         "--no-progress", "--keypoint-voting", flag]) == 0
+            printed = capsys.readouterr().out
+            assert (", voting " in printed) == (flag == "on"), printed
+            top = {}
+            for r in read_predictions(out):
+                top.setdefault(r.query_id, r)
+            assert {q: top[q].reference_id for q in EXPECTED} == EXPECTED
+
     def test_match_refuses_an_index_built_with_other_settings(self, folders, index_dir, tmp_path, capsys):
         _, qs = folders
         code = main(["match", "--queries", str(qs), "--index", str(index_dir), "--output", str(tmp_path / "x.csv"),
