@@ -2,7 +2,8 @@
 
 A pair's evidence (local geometric fit, global descriptor scores of the query's regions and of the reference's
 crops, the ASL norm ratio, detector agreement) is turned into the fixed feature vector :data:`FEATURE_NAMES`
-(:func:`pair_features`; incl. the seam check of :mod:`matcher.frame_edge`) and scored by logistic regression (:class:`FusionModel`):
+(:func:`pair_features`; incl. the seam check of :mod:`matcher.frame_edge`) and scored by logistic regression
+(:class:`FusionModel`):
 
     p(copy) = sigmoid(bias + sum_i w_i * (x_i - mean_i) / std_i)
 
@@ -10,8 +11,8 @@ The model is fitted on candidate pairs of a benchmark built from the ``train`` p
 never on ``bench``) and shipped as plain JSON (``weights/fusion.json``). The score is asymmetric because the
 features are: a query that is the holistic picture around a reference (the reference is a crop of the query)
 shows the pattern "reference inside query" *without* a seam along the reference's frame, without a detected
-pasted box and with a larger descriptor norm (ASL: more content), which the model learns to push down, while a crop of the reference ("query inside
-reference") or a detected paste scores high. Each score carries its per-feature contributions
+pasted box and with a larger descriptor norm (ASL: more content), which the model learns to push down, while a
+crop of the reference ("query inside reference") or a detected paste scores high. Each score carries its per-feature contributions
 (:meth:`FusionModel.explain`), the evidence that decided it.
 """
 from __future__ import annotations
@@ -113,7 +114,8 @@ def pair_features(ev: PairEvidence | None, g: GlobalEvidence, gate_margin: float
     seam = ev.frame_seam if ok and ev is not None and ev.frame_seam is not None else math.nan
     if math.isfinite(seam):
         log_seam = min(4.0, max(-2.0, math.log(max(seam, 1e-6))))
-        seamless = inside * min(1.0, max(0.0, math.log(SEAM_CLEAR / max(seam, 1e-6)) / math.log(SEAM_CLEAR / SEAM_NONE)))
+        w = math.log(SEAM_CLEAR / max(seam, 1e-6)) / math.log(SEAM_CLEAR / SEAM_NONE)
+        seamless = inside * min(1.0, max(0.0, w))
     else:  # no side of the frame inside the query (or not measured): nothing to check
         log_seam = seamless = 0.0
     # missing global scores (pair found only by another generator) count as "no similarity"

@@ -73,7 +73,8 @@ class PairEvidence:
     "pasted copy" rather than "holistic picture containing the reference"); None when no detector ran
     frame_seam: seam strength along the reference frame where it lies inside the query
     (:func:`matcher.frame_edge.frame_edge_strength`: ~1 = content runs on, >> 1 = a pasted picture's border); nan
-    when no side of the frame lies inside the query; None when not measured (the pipeline measures it)
+    when no side of the frame lies inside the query or too little of the match is "reference inside the query"
+    (``matcher.pipeline.SEAM_MIN_INSIDE``); None when not measured (the pipeline measures it)
     """
 
     n_matches: int = 0
