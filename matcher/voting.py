@@ -3,7 +3,8 @@ keypoint (as the ISC 3rd-place solution did). Catches heavy crops and mosaics th
 
 The voter indexes all reference RootSIFT descriptors of a store in faiss (exact below ``exact_below`` vectors,
 IVF-flat above it with 2 sqrt(n) lists, trained on a seeded sample when the pipeline first meets the store). A
-reference is a candidate when it gets more than ``min_votes`` votes; the best ``top`` by votes are returned. Mirrored query descriptors vote as well (mirrored copies).
+reference is a candidate when it gets more than ``min_votes`` votes; the best ``top`` by votes are returned.
+Mirrored query descriptors vote as well (mirrored copies).
 Memory: 512 bytes per reference keypoint (float32), about 0.5 GB per 1,000 references at 1,024 keypoints.
 """
 from __future__ import annotations
