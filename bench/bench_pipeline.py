@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     config = MatcherConfig.make(pipeline={"keypoint_voting": False}) if args.no_voting else MatcherConfig()
     pipe = Pipeline(config, fusion=False)  # features only; the fusion is applied to the stored table
     if args.table.exists():
-        t = load_table(args.table)
-        if tuple(t["feature_names"]) != FEATURE_NAMES:
-            print(f"error: {args.table} holds other features; delete it to collect again", file=sys.stderr)
+        try:
+            t = load_table(args.table)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         timing = json.loads(str(t.get("timing", np.array("{}"))))
     else:

@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pipe = Pipeline(MatcherConfig(), fusion=False)
     if args.table.exists():
-        t = load_table(args.table)
-        if tuple(t["feature_names"]) != FEATURE_NAMES:
-            print(f"error: {args.table} holds other features ({', '.join(t['feature_names'])}); delete it to "
-                  "collect again", file=sys.stderr)
+        try:
+            t = load_table(args.table)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"features from {args.table}: {len(t['label'])} pairs")
     else:

@@ -90,5 +90,11 @@ def save_table(table: dict[str, np.ndarray], path: Path) -> None:
 
 
 def load_table(path: Path) -> dict[str, np.ndarray]:
+    """A table saved by :func:`save_table`; ``ValueError`` when it holds other features than
+    :data:`FEATURE_NAMES` (collected by another version: delete it to collect again)."""
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        table = {k: z[k] for k in z.files}
+    if tuple(table["feature_names"]) != FEATURE_NAMES:
+        raise ValueError(f"{path} holds other features ({', '.join(table['feature_names'])}); delete it to collect "
+                         "again")
+    return table

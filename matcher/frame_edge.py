@@ -16,18 +16,16 @@ import math
 import cv2
 import numpy as np
 
+from matcher.local.features import prepare_gray
+
 __all__ = ["frame_edge_strength", "seam_profile_ratio", "to_gray"]
 
 
 def to_gray(image: np.ndarray, max_side: int = 1024) -> tuple[np.ndarray, float]:
     """RGB uint8 (H, W, 3) -> (grey float32 (h, w) in [0, 255], scale = h / H), downscaled so max(h, w) <=
-    ``max_side``."""
-    g = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-    h, w = g.shape[:2]
-    s = min(1.0, max_side / max(h, w))
-    if s < 1.0:
-        g = cv2.resize(g, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return g.astype(np.float32), s
+    ``max_side`` (never enlarged; the local features' :func:`matcher.local.features.prepare_gray`)."""
+    g, _, _ = prepare_gray(image, max_side, 1.0)
+    return g.astype(np.float32), min(1.0, max_side / max(image.shape[:2]))
 
 
 def seam_profile_ratio(profiles: np.ndarray, slack: int = 2, floor: float = 2.0,

@@ -35,6 +35,7 @@ __all__ = [
     "GlobalEvidence",
     "fit_fusion",
     "pair_features",
+    "reference_inside_query",
 ]
 
 DEFAULT_FUSION_PATH = Path(__file__).resolve().parents[1] / "weights" / "fusion.json"
@@ -97,6 +98,12 @@ def _finite(v: float | None, default: float = 0.0) -> float:
     return float(v) if v is not None and math.isfinite(v) else default
 
 
+def reference_inside_query(ev: PairEvidence) -> float:
+    """How much of the match is "the reference is a part of the query": query_in_reference * (1 -
+    reference_in_query), in [0, 1] (1 = the query shows all of the reference, which fills little of the query)."""
+    return float(ev.query_frame_in_reference) * (1.0 - float(ev.reference_frame_in_query))
+
+
 def pair_features(ev: PairEvidence | None, g: GlobalEvidence, gate_margin: float = 0.0) -> np.ndarray:
     """(F,) float64 features of :data:`FEATURE_NAMES` for one candidate pair; ``ev`` None = not verified."""
     ok = ev is not None and ev.verified and ev.n_inliers > 0
@@ -108,9 +115,9 @@ def pair_features(ev: PairEvidence | None, g: GlobalEvidence, gate_margin: float
         q_in_r = float(ev.query_frame_in_reference)
         r_in_q = float(ev.reference_frame_in_query)
         det = _finite(ev.detector_iou)
+        inside = reference_inside_query(ev)
     else:
-        inl = ratio = cov = q_in_r = r_in_q = det = 0.0
-    inside = q_in_r * (1.0 - r_in_q)
+        inl = ratio = cov = q_in_r = r_in_q = det = inside = 0.0
     seam = ev.frame_seam if ok and ev is not None and ev.frame_seam is not None else math.nan
     if math.isfinite(seam):
         log_seam = min(4.0, max(-2.0, math.log(max(seam, 1e-6))))

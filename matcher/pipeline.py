@@ -34,7 +34,7 @@ import numpy as np
 from matcher.config import MatcherConfig
 from matcher.descriptors.infer import split_norm
 from matcher.frame_edge import frame_edge_strength, to_gray
-from matcher.fusion import FusionModel, GlobalEvidence, pair_features
+from matcher.fusion import FusionModel, GlobalEvidence, pair_features, reference_inside_query
 from matcher.local.evidence import PairEvidence
 from matcher.local.regions import Region, propose_regions
 from matcher.local.verify import QueryFeatures, ReferenceBank, verify_query
@@ -44,7 +44,7 @@ __all__ = ["PairMatch", "Pipeline", "QueryDescription", "StageTimer", "backgroun
 _LOG = logging.getLogger(__name__)
 _MISSING = -0.2  # similarity used for a pair no generator scored
 SEAM_MIN_INSIDE = 0.05  # the seam is looked for only when at least this much of the match is "reference inside the
-# query" (fusion.pair_features: query_in_reference * (1 - reference_in_query)); below, frame_seam is nan
+# query" (fusion.reference_inside_query); below, frame_seam is nan
 
 
 @dataclass
@@ -334,9 +334,9 @@ class Pipeline:
                 elif ev is not None and ev.verified and "yolo" in self.config.pipeline.query_regions:
                     ev.detector_iou, ev.detector_score = 0.0, 0.0
                 if ev is not None and ev.verified and ev.reference_quad_in_query is not None and q.gray is not None:
-                    inside = ev.query_frame_in_reference * (1.0 - ev.reference_frame_in_query)
                     quad = np.asarray(ev.reference_quad_in_query, np.float64) * q.gray_scale
-                    ev.frame_seam = frame_edge_strength(q.gray, quad) if inside >= SEAM_MIN_INSIDE else math.nan
+                    ev.frame_seam = (frame_edge_strength(q.gray, quad) if reference_inside_query(ev) >= SEAM_MIN_INSIDE
+                                     else math.nan)
                 evs.append(ev)
                 feats_all.append(pair_features(ev, g, self.gate_margin))
             x = np.stack(feats_all)
