@@ -21,6 +21,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,9 +32,11 @@ __all__ = [
     "FEATURE_NAMES",
     "SEAM_CLEAR",
     "SEAM_NONE",
+    "Fusion",
     "FusionModel",
     "GlobalEvidence",
     "fit_fusion",
+    "load_fusion",
     "pair_features",
     "reference_inside_query",
 ]
@@ -190,23 +193,24 @@ class FusionModel:
     # ------------------------------------------------------------------------------------------------ files
     @classmethod
     def load(cls, path: str | Path | None = None) -> FusionModel:
-        """Read a fusion JSON (default ``weights/fusion.json``); a clear error naming the file when missing/bad."""
+        """Read a logistic fusion JSON (default ``weights/fusion.json``); a clear error naming the file when
+        missing/bad or of another kind (use :func:`load_fusion` for any kind)."""
         p = Path(path) if path else DEFAULT_FUSION_PATH
-        if not p.exists():
-            raise FileNotFoundError(f"fusion weights not found: {p} (fit them with `python bench/fit_fusion.py`)")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read fusion weights {p}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{p}: not an {FORMAT} file")
+        model = load_fusion(p)
+        if not isinstance(model, cls):
+            raise ValueError(f"{p}: not an {FORMAT} file (it holds a {type(model).__name__})")  # noqa: TRY004
+        return model
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], name: str = "") -> FusionModel:
+        """From the JSON object written by :meth:`save`; ``ValueError`` naming ``name`` when malformed."""
         try:
             return cls(tuple(float(v) for v in data["weights"]), float(data["bias"]),
                        tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]),
                        float(data.get("threshold", 0.5)), float(data.get("gate_margin", 0.0)),
-                       tuple(str(f) for f in data["features"]), str(data.get("source", p.name)))
+                       tuple(str(f) for f in data["features"]), str(data.get("source", name)))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{p}: bad fusion weights: {exc}") from exc
+            raise ValueError(f"{name}: bad fusion weights: {exc}") from exc
 
     def save(self, path: str | Path, **card: object) -> None:
         """Write as JSON atomically, with extra model-card fields ``card`` (data, recipe, metrics)."""
@@ -216,6 +220,43 @@ class FusionModel:
                 "bias": self.bias, "mean": list(self.mean), "std": list(self.std), "threshold": self.threshold,
                 "gate_margin": self.gate_margin, "source": self.source, **card}
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class Fusion(Protocol):
+    """What the pipeline needs of a fusion model (:class:`FusionModel`, :class:`~matcher.fusion_trees.TreeFusionModel`)."""
+
+    threshold: float
+    gate_margin: float
+    features: tuple[str, ...]
+    source: str
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...  # (N, len(FEATURE_NAMES)) -> (N,) in [0, 1]
+
+    def score(self, features: np.ndarray) -> float: ...
+
+    def explain(self, features: np.ndarray) -> dict[str, float]: ...
+
+    def save(self, path: str | Path, **card: object) -> None: ...
+
+
+def load_fusion(path: str | Path | None = None) -> Fusion:
+    """Read any fusion model JSON (default ``weights/fusion.json``): logistic (``icd-fusion/1``) or boosted
+    trees (``icd-fusion-trees/1``), told apart by its ``format``; a clear error naming the file when it is
+    missing, unreadable or malformed. Plain JSON, never a pickle."""
+    from matcher.fusion_trees import TREES_FORMAT, TreeFusionModel
+
+    p = Path(path) if path else DEFAULT_FUSION_PATH
+    if not p.exists():
+        raise FileNotFoundError(f"fusion weights not found: {p} (fit them with `python bench/fit_fusion.py`)")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read fusion weights {p}: {exc}") from exc
+    kinds: dict[str, Any] = {FORMAT: FusionModel, TREES_FORMAT: TreeFusionModel}
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt not in kinds:
+        raise ValueError(f"{p}: not an icd-fusion file (format {fmt!r}; expected one of {sorted(kinds)})")
+    return kinds[fmt].from_dict(data, p.name)
 
 
 def fit_fusion(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...] = FEATURE_NAMES, l2: float = 1e-4,

@@ -7,6 +7,8 @@ Layout::
     local/         FeatureStore of full-picture local features, keyed by the file's sha256
     global/        the saved faiss ReferenceIndex of the global descriptors (rebuilt from index.sqlite when
                    missing or stale, so a crash never leaves a wrong index in use)
+    voter/         the saved keypoint voter (matcher.voting) over the references' local features, brought up to
+                   date at the end of each indexing job (only new rows are added) and when found stale
     write.lock     flock'ed by the one writer
 
 Each batch of ``config.index.batch_size`` references is described, its local features are appended to the
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
     from matcher.descriptors.extractor import GlobalDescriptor
     from matcher.local.engine import LocalEngine
+    from matcher.voting import KeypointVoter
 
 __all__ = ["FORMAT_VERSION", "IndexJobSummary", "IndexMismatchError", "IndexStore", "IndexStoreError"]
 
@@ -55,6 +58,7 @@ DB_NAME = "index.sqlite"
 LOCK_NAME = "write.lock"
 LOCAL_DIR = "local"
 GLOBAL_DIR = "global"
+VOTER_DIR = "voter"
 SKIPPED_NAME = "skipped.csv"
 DEFAULT_CACHE_BYTES = 512 << 20  # in-memory LRU of decoded local features, bytes
 
@@ -199,6 +203,8 @@ class IndexStore:
         self._global: ReferenceIndex | None = None
         self._global_dirty = False
         self._region: tuple[faiss.Index, np.ndarray, np.ndarray, int] | None = None  # index, ref row, idx, max n
+        self._voter: KeypointVoter | None = None
+        self._voter_lock = threading.Lock()
         self._load_state()
 
     # ------------------------------------------------------------------------------------------- opening
@@ -238,7 +244,7 @@ class IndexStore:
     def _create(p: Path, config: MatcherConfig, descriptor: GlobalDescriptor | None) -> GlobalDescriptor:
         """Initialise a new index in ``p`` (empty or new folder): the database is built aside and renamed in."""
         p.mkdir(parents=True, exist_ok=True)
-        allowed = {LOCK_NAME, LOCAL_DIR, GLOBAL_DIR, SKIPPED_NAME}
+        allowed = {LOCK_NAME, LOCAL_DIR, GLOBAL_DIR, VOTER_DIR, SKIPPED_NAME}
         other = sorted(e.name for e in p.iterdir() if e.name not in allowed and not e.name.startswith(f".{DB_NAME}"))
         if other:
             raise IndexStoreError(f"{p}: folder is not empty and holds no index ({len(other)} entries, e.g. "
@@ -604,6 +610,77 @@ class IndexStore:
                 out.append(self._cache.get_or_compute(sha, lambda s=sha: store.get(s, with_mirrored=False)))
         return out
 
+    # ------------------------------------------------------------------------------------------- keypoint voter
+    def _feature_chunks(self, start: int, stop: int, size: int = 256) -> Iterator[list[LocalFeatures]]:
+        for a in range(start, stop, size):
+            yield self.local_features(range(a, min(stop, a + size)))
+
+    def _rows_sha256(self, n: int) -> str:
+        """Digest of the first ``n`` rows' (id, content sha256): which references a saved voter's rows are."""
+        h = hashlib.sha256()
+        for i in range(n):
+            h.update(f"{self._ids[i]}\t{self._shas[i]}\n".encode())
+        return h.hexdigest()
+
+    def _voter_meta(self, seed: int) -> dict[str, Any] | None:
+        """The saved voter's JSON when it fits this index (same local features, seed, and its rows a prefix of
+        ours), else None."""
+        from matcher.voting import KeypointVoter, VoterFileError
+
+        try:
+            meta = KeypointVoter.read_meta(self.path / VOTER_DIR)
+            n = int(meta["n_refs"])
+        except (VoterFileError, KeyError, TypeError, ValueError):
+            return None
+        fits = (meta.get("signature") == _canonical(self._info.get("local_signature")) and meta.get("seed") == seed
+                and 0 < n <= len(self._ids) and meta.get("rows_sha256") == self._rows_sha256(n))
+        return meta if fits else None
+
+    def keypoint_voter(self, *, seed: int | None = None, nprobe: int = 8) -> KeypointVoter:
+        """The keypoint voter (:mod:`matcher.voting`) over every reference's local features, row i = reference
+        ``ids[i]``: the one saved in ``voter/`` when it fits (rows added since are appended), else one built from
+        the feature store chunk by chunk (never all features in memory at once). Saved back when it changed and
+        no other process is writing. :class:`IndexStoreError` when the index holds no local features."""
+        from matcher.voting import KeypointVoter, VoterFileError
+
+        if self._features is None:
+            raise IndexStoreError(f"{self.path}: this index holds no local features (index.local_features off)")
+        seed = int(self.config.seed if seed is None else seed)
+        with self._voter_lock:
+            n = len(self._ids)
+            v = self._voter
+            if v is None or v.seed != seed or v.n_refs > n:
+                v = None
+                if self._voter_meta(seed) is not None:
+                    with contextlib.suppress(VoterFileError):
+                        v = KeypointVoter.load(self.path / VOTER_DIR, nprobe=nprobe)
+            changed = False
+            if v is not None and v.n_refs < n:
+                extra = sum(f.n for chunk in self._feature_chunks(v.n_refs, n) for f in chunk)
+                if v.outgrown(len(v) + extra):
+                    v = None
+                else:
+                    for chunk in self._feature_chunks(v.n_refs, n):
+                        v.add(chunk)
+                    changed = True
+            if v is None:
+                v = KeypointVoter.from_chunks(lambda: self._feature_chunks(0, n), nprobe=nprobe, seed=seed)
+                changed = True
+            self._voter = v
+            if changed and n:
+                self._save_voter(v)
+            return v
+
+    def _save_voter(self, v: KeypointVoter) -> None:
+        """Write the voter when this process holds the write lock or can take it (else keep it in memory)."""
+        meta = {"n_refs": v.n_refs, "rows_sha256": self._rows_sha256(v.n_refs), "seed": v.seed,
+                "signature": _canonical(self._info.get("local_signature"))}
+        if self._lock_depth:
+            v.save(self.path / VOTER_DIR, **meta)
+            return
+        with contextlib.suppress(IndexStoreError, OSError), _flock(self.path, ""):
+            v.save(self.path / VOTER_DIR, **meta)
+
     # ------------------------------------------------------------------------------------------- writing
     def _get_descriptor(self) -> GlobalDescriptor:
         if self._descriptor is None:
@@ -674,6 +751,12 @@ class IndexStore:
                 t = time.perf_counter()
                 self._finish_global()
                 sec["write"] += time.perf_counter() - t
+            if not background and self.config.pipeline.keypoint_voting and self._features is not None and self._ids:
+                meta = self._voter_meta(self.config.seed)
+                if meta is None or int(meta["n_refs"]) != len(self._ids):
+                    t = time.perf_counter()  # bring the saved voter up to date: queries load it, not build it
+                    self.keypoint_voter()
+                    sec["voter"] = time.perf_counter() - t
         summary.total = len(self._bg_ids) if background else len(self._ids)
         sec["total"] = time.perf_counter() - t_start
         return summary

@@ -34,7 +34,7 @@ import numpy as np
 from matcher.config import MatcherConfig
 from matcher.descriptors.infer import split_norm
 from matcher.frame_edge import frame_edge_strength, to_gray
-from matcher.fusion import FusionModel, GlobalEvidence, pair_features, reference_inside_query
+from matcher.fusion import Fusion, GlobalEvidence, load_fusion, pair_features, reference_inside_query
 from matcher.local.evidence import PairEvidence
 from matcher.local.regions import Region, propose_regions
 from matcher.local.verify import QueryFeatures, ReferenceBank, verify_query
@@ -153,7 +153,7 @@ def _same_store(key: tuple[Any, int] | None, store: Any) -> bool:
 class Pipeline:
     """The matching pipeline: models + config. Build once, then :meth:`match` queries against an index store."""
 
-    def __init__(self, config: MatcherConfig | None = None, *, fusion: FusionModel | None | bool = True,
+    def __init__(self, config: MatcherConfig | None = None, *, fusion: Fusion | None | bool = True,
                  descriptor: Any = None, engine: Any = None) -> None:
         """``fusion``: a model, True for the shipped one, False/None for none (scores are nan; used to collect
         training features)."""
@@ -164,8 +164,8 @@ class Pipeline:
         self.descriptor = descriptor or GlobalDescriptor(self.config)
         self.engine = engine or LocalEngine(self.config)
         if fusion is True:
-            fusion = FusionModel.load(self.config.pipeline.fusion_weights or None)
-        self.fusion: FusionModel | None = fusion or None
+            fusion = load_fusion(self.config.pipeline.fusion_weights or None)
+        self.fusion: Fusion | None = fusion or None
         self.threshold = self.fusion.threshold if self.fusion is not None else self.config.threshold
         gm = self.descriptor.gate_margin
         self.gate_margin = float(self.fusion.gate_margin if self.fusion is not None else (gm if gm is not None
@@ -296,11 +296,16 @@ class Pipeline:
         return self._store_bg
 
     def _voter(self, store: Any) -> Any:
-        """The keypoint voter over ``store``'s reference features (built once per store and size)."""
+        """The keypoint voter over ``store``'s reference features (once per store and size; an index store keeps it
+        on disk)."""
         from matcher.voting import KeypointVoter
 
         if not _same_store(getattr(self, "_voter_key", None), store):
-            self._voter_obj = KeypointVoter(store.local_features(range(len(store))), seed=self.config.seed)
+            if hasattr(store, "keypoint_voter"):  # an index store: its saved voter, brought up to date
+                self._voter_obj = store.keypoint_voter(seed=self.config.seed)
+            else:
+                self._voter_obj = KeypointVoter.from_features(store.local_features(range(len(store))),
+                                                              seed=self.config.seed)
             self._voter_key = (weakref.ref(store), len(store))
         return self._voter_obj
 

@@ -336,3 +336,43 @@ def test_kill_minus_9_then_resume(built, tmp_path):
         fs = FeatureStore(idx / "local", store.info["local_signature"])
         assert fs.verify() == [] and set(fs.ids()) == {r["sha256"] for r in store.records(range(N_REFS))}
     assert len(ReferenceIndex.load(idx / "global")) == N_REFS
+
+
+# --------------------------------------------------------------------------------------------------- keypoint voter
+def test_keypoint_voter_saved_grown_and_reloaded(built, tmp_path, monkeypatch):
+    from matcher.voting import KeypointVoter
+
+    _refs, index, _ = built
+    idx = _copy(index, tmp_path)
+    meta = KeypointVoter.read_meta(idx / "voter")  # the indexing job left it ready
+    assert meta["n_refs"] == N_REFS
+    built_ = []
+    real = KeypointVoter.from_chunks.__func__
+
+    def counting(cls, *a, **k):
+        built_.append(1)
+        return real(cls, *a, **k)
+
+    monkeypatch.setattr(KeypointVoter, "from_chunks", classmethod(counting))
+    with IndexStore.open(idx) as store:  # a query process loads it, never builds it
+        v = store.keypoint_voter()
+        assert v.n_refs == N_REFS and built_ == []
+        assert v.vote(store.local_features([5])[0], top=1)[0][0] == 5
+    _make_images(tmp_path / "more", 4, seed=5, prefix="m")
+    with IndexStore.open(idx, CONFIG) as store:  # adding references appends to it, no rebuild
+        summary = store.add_references(tmp_path / "more", progress=False)
+        assert summary.added == 4 and "voter" in summary.seconds and built_ == []
+    meta2 = KeypointVoter.read_meta(idx / "voter")
+    assert meta2["n_refs"] == N_REFS + 4 and meta2["faiss"] != meta["faiss"]
+    assert [p.name for p in (idx / "voter").glob("voter-*.faiss")] == [meta2["faiss"]]
+    with IndexStore.open(idx) as store:
+        assert store.keypoint_voter().vote(store.local_features([N_REFS + 2])[0], top=1)[0][0] == N_REFS + 2
+        assert built_ == []
+    meta2["rows_sha256"] = "0" * 64  # a voter saved for other references is never used: rebuilt
+    (idx / "voter" / "voter.json").write_text(json.dumps(meta2))
+    with IndexStore.open(idx) as store:
+        assert store.keypoint_voter().n_refs == N_REFS + 4 and built_ == [1]
+    assert KeypointVoter.read_meta(idx / "voter")["rows_sha256"] != "0" * 64
+    with IndexStore.open(idx) as store:  # and the rebuilt one is saved
+        store.keypoint_voter()
+        assert built_ == [1]
