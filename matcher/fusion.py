@@ -2,18 +2,20 @@
 
 A pair's evidence (local geometric fit, global descriptor scores of the query's regions and of the reference's
 crops, the ASL norm ratio, detector agreement) is turned into the fixed feature vector :data:`FEATURE_NAMES`
-(:func:`pair_features`; incl. the seam check of :mod:`matcher.frame_edge`) and scored by logistic regression
-(:class:`FusionModel`):
+(:func:`pair_features`; incl. the seam check of :mod:`matcher.frame_edge`) and scored by a small model. Two kinds
+read the same features (:func:`load_fusion` tells them apart by the file's ``format``):
 
-    p(copy) = sigmoid(bias + sum_i w_i * (x_i - mean_i) / std_i)
+- boosted trees (:class:`matcher.fusion_trees.TreeFusionModel`, the shipped default):
+  p(copy) = sigmoid(base + sum_t tree_t(x)), monotone in the evidence that may only raise or lower it;
+- logistic regression (:class:`FusionModel`): p(copy) = sigmoid(bias + sum_i w_i * (x_i - mean_i) / std_i).
 
-The model is fitted on candidate pairs of a benchmark built from the ``train`` photos (``bench/fit_fusion.py``;
-never on ``bench``) and shipped as plain JSON (``weights/fusion.json``). The score is asymmetric because the
-features are: a query that is the holistic picture around a reference (the reference is a crop of the query)
-shows the pattern "reference inside query" *without* a seam along the reference's frame, without a detected
-pasted box and with a larger descriptor norm (ASL: more content), which the model learns to push down, while a
-crop of the reference ("query inside reference") or a detected paste scores high. Each score carries its per-feature contributions
-(:meth:`FusionModel.explain`), the evidence that decided it.
+Both are fitted on candidate pairs of benchmarks built from the ``train`` photos (``bench/fit_fusion.py``; never on
+``bench``) and shipped as plain JSON (``weights/fusion.json``, ``weights/fusion_logistic.json``). The score is
+asymmetric because the features are: a query that is the holistic picture around a reference (the reference is a
+crop of the query) shows the pattern "reference inside query" *without* a seam along the reference's frame, without
+a detected pasted box and with a larger descriptor norm (ASL: more content), which the model learns to push down,
+while a crop of the reference ("query inside reference") or a detected paste scores high. Each score carries its
+per-feature contributions to the logit (``explain``), the evidence that decided it.
 """
 from __future__ import annotations
 

@@ -341,23 +341,32 @@ def evaluate_by_kind(
 
 
 def fraction_above(
-    predictions: Sequence[PredictedMatch], query_ids: Collection[str], threshold: float, *, per: str = "query"
+    predictions: Sequence[PredictedMatch], query_ids: Collection[str], threshold: float, *, per: str = "query",
+    pairs: Mapping[str, Collection[str]] | None = None,
 ) -> float:
     """Share scoring at or above ``threshold`` (e.g. the overall ``threshold_at_p90``).
 
     ``per="query"``: the fraction of ``query_ids`` with at least one prediction ``score >= threshold``
     (queries without predictions count as below): for negative kinds, the share of queries that would be
-    flagged as copies. ``per="prediction"``: the fraction of those queries' predictions with
-    ``score >= threshold``. NaN when the denominator is 0.
+    flagged as copies. ``per="pair"``: the fraction of ``query_ids`` whose prediction with one of the references
+    ``pairs[query]`` (e.g. a holistic picture's crop: the manifest's ``related_references``) scores
+    ``>= threshold``; a pair not predicted counts as below. ``per="prediction"``: the fraction of those
+    queries' predictions with ``score >= threshold``. NaN when the denominator is 0.
     """
     ids = query_ids if isinstance(query_ids, (set, frozenset, dict)) else set(query_ids)
     if per == "query":
         hit = {m.query_id for m in predictions if m.query_id in ids and m.score >= threshold}
         return len(hit) / len(ids) if ids else math.nan
+    if per == "pair":
+        if pairs is None:
+            raise ValueError('per="pair" needs pairs (query id -> its related reference ids)')
+        hit = {m.query_id for m in predictions if m.query_id in ids and m.score >= threshold
+               and m.reference_id in pairs.get(m.query_id, ())}
+        return len(hit) / len(ids) if ids else math.nan
     if per == "prediction":
         scores = np.array([m.score for m in predictions if m.query_id in ids], dtype=np.float64)
         return float((scores >= threshold).mean()) if len(scores) else math.nan
-    raise ValueError(f'per must be "query" or "prediction", got {per!r}')
+    raise ValueError(f'per must be "query", "pair" or "prediction", got {per!r}')
 
 
 # ---------------------------------------------------------------------------------------------------------

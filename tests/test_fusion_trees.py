@@ -121,3 +121,21 @@ def test_round_trip_through_load_fusion_and_bad_files(tmp_path):
         load_fusion(empty)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_fusion(tmp_path / "nope.json")
+
+
+def test_shipped_model_is_trees_and_monotone():
+    """weights/fusion.json loads as boosted trees and keeps its constraints: more inliers / a higher inlier ratio /
+    a higher global score never lower the score, a seamless "reference inside the query" never raises it."""
+    m = load_fusion()
+    assert isinstance(m, TreeFusionModel) and 0 < m.threshold < 1
+    rng = np.random.default_rng(0)
+    rows = rng.random((40, len(FEATURE_NAMES)))
+    rows[:, FEATURE_NAMES.index("log1p_inliers")] *= 6
+    grid = np.linspace(0, 1, 21)
+    for name, sign, scale in (("log1p_inliers", 1, 6), ("inlier_ratio", 1, 1), ("global_regions", 1, 1),
+                              ("inside_without_seam", -1, 1)):
+        col = FEATURE_NAMES.index(name)
+        for row in rows:
+            r = np.repeat(row[None], len(grid), 0)
+            r[:, col] = grid * scale
+            assert np.all(sign * np.diff(m.logits(r)) >= -1e-9), name

@@ -238,6 +238,12 @@ class TestBreakdowns:
         assert fraction_above(FAM_PREDS, {"q3", "q4"}, 0.82) == 0.5
         assert fraction_above(FAM_PREDS, {"q1", "q2"}, 0.5, per="prediction") == 0.5
         assert math.isnan(fraction_above(FAM_PREDS, set(), 0.5))
+        q4 = [p for p in FAM_PREDS if p.query_id == "q4"]  # per pair: only the named reference counts
+        assert fraction_above(FAM_PREDS, {"q4"}, 0.0, per="pair", pairs={"q4": {q4[0].reference_id}}) == 1.0
+        assert fraction_above(FAM_PREDS, {"q4"}, 0.0, per="pair", pairs={"q4": {"not-there"}}) == 0.0
+        assert fraction_above(FAM_PREDS, {"q4"}, 1.1, per="pair", pairs={"q4": {q4[0].reference_id}}) == 0.0
+        with pytest.raises(ValueError, match="needs pairs"):
+            fraction_above(FAM_PREDS, {"q4"}, 0.5, per="pair")
         with pytest.raises(ValueError):
             fraction_above(FAM_PREDS, {"q1"}, 0.5, per="row")
 
