@@ -98,22 +98,32 @@ class TreeFusionModel:
         """Probability for one (F,) feature vector."""
         return float(self.predict(np.asarray(features)[None])[0])
 
+    def contributions(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """x: (N, len(FEATURE_NAMES)) -> ((N, len(features)) per-feature logit contributions, bias): the value
+        changes along each tree's path, summed per feature split on; bias = base + every tree's root value, so
+        bias + a row's contributions = its logit."""
+        z = np.asarray(x, np.float64)[:, self._cols]
+        n, t = len(z), self.feature.shape[0]
+        trees = np.arange(t)[None, :]
+        rows = np.repeat(np.arange(n)[:, None], t, 1)
+        node = np.zeros((n, t), np.int64)
+        out = np.zeros((n, len(self.features)))
+        for _ in range(self.depth):
+            f = self.feature[trees, node]
+            inner = f >= 0
+            go_left = z[rows, np.maximum(f, 0)] < self.split[trees, node]
+            child = np.where(go_left, self.left[trees, node], self.right[trees, node])
+            delta = self.value[trees, child] - self.value[trees, node]
+            np.add.at(out, (rows[inner], f[inner]), delta[inner])
+            node = np.where(inner, child, node)
+        return out, self.base + float(self.value[:, 0].sum())
+
     def explain(self, features: np.ndarray) -> dict[str, float]:
-        """Per-feature contribution to the logit (value changes along each tree's path), largest magnitude first,
-        plus "bias" (base + every tree's root value); they add up to the logit."""
-        z = np.asarray(features, np.float64)[self._cols]
-        contrib = np.zeros(len(self.features))
-        bias = self.base
-        for t in range(self.feature.shape[0]):
-            node = 0
-            bias += float(self.value[t, 0])
-            while self.feature[t, node] >= 0:
-                f = int(self.feature[t, node])
-                child = int(self.left[t, node] if z[f] < self.split[t, node] else self.right[t, node])
-                contrib[f] += self.value[t, child] - self.value[t, node]
-                node = child
-        order = np.argsort(-np.abs(contrib), kind="stable")
-        out = {self.features[i]: round(float(contrib[i]), 4) for i in order}
+        """Per-feature contribution to the logit (:meth:`contributions`), largest magnitude first, plus "bias";
+        they add up to the logit."""
+        contrib, bias = self.contributions(np.asarray(features, np.float64)[None])
+        order = np.argsort(-np.abs(contrib[0]), kind="stable")
+        out = {self.features[i]: round(float(contrib[0, i]), 4) for i in order}
         out["bias"] = round(bias, 4)
         return out
 

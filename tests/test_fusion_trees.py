@@ -53,6 +53,8 @@ def test_prediction_matches_a_plain_walk_and_explain_adds_up():
     m = fit_trees(x, y, rounds=30, depth=3)
     logits = m.logits(x[:50])
     assert np.allclose(logits, [_walk(m, r) for r in x[:50]])
+    contrib_all, bias = m.contributions(x[:50])
+    assert np.allclose(bias + contrib_all.sum(1), logits)
     for r, lg in zip(x[:5], logits):
         contrib = m.explain(r)
         assert sum(contrib.values()) == pytest.approx(lg, abs=5e-3)
