@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import NaiveSift, phash_bits, phash_scores
+from peers import NaiveSift, naive_sift_rows, phash_bits, phash_scores
 
 from matcher.benchmark.builder import build_benchmark
 from matcher.config import MatcherConfig
@@ -36,7 +35,7 @@ from matcher.local.store import FeatureStore
 from matcher.local.verify import ReferenceBank
 from matcher.match_job import run_exhaustive_match
 from matcher.metrics import evaluate_with_breakdowns, load_manifest
-from matcher.submission import PredictedMatch, read_ground_truth, read_predictions, top_k_per_query
+from matcher.submission import PredictedMatch, read_ground_truth, read_predictions
 
 
 def machine() -> str:
@@ -56,32 +55,6 @@ def machine() -> str:
 
 def load_all(folder: Path) -> dict[str, np.ndarray]:
     return {i: im for i, _, im in read_images(folder).iter_loaded()}
-
-
-# ------------------------------------------------------------------------------------------------ naive baseline
-_NS: dict = {}
-
-
-def _naive_init(ref_feats, working_size, budget):
-    _NS["refs"] = ref_feats
-    _NS["ns"] = NaiveSift(working_size, budget)
-
-
-def _naive_query(item):
-    qid, fq = item
-    ns = _NS["ns"]
-    return qid, [(rid, ns.pair_score(fq, fr)) for rid, fr in _NS["refs"].items()]
-
-
-def naive_rows(queries, refs, working_size, budget, workers):
-    ns = NaiveSift(working_size, budget)
-    ref_feats = {rid: ns.features(im) for rid, im in refs.items()}
-    q_feats = [(qid, ns.features(im)) for qid, im in queries.items()]
-    rows = []
-    with mp.get_context("fork").Pool(workers, _naive_init, (ref_feats, working_size, budget)) as pool:
-        for qid, scores in pool.imap_unordered(_naive_query, q_feats, chunksize=4):
-            rows += [PredictedMatch(qid, rid, s) for rid, s in scores if s > 0]
-    return top_k_per_query(rows, 10)
 
 
 def phash_rows(queries, refs):
@@ -300,7 +273,7 @@ def main(argv=None) -> int:
         res["subset"]["methods"].append(summarise(name, [r for r in rows if r.query_id in subset], sub_gt, manifest))
     if not args.skip_naive:
         t = time.perf_counter()
-        rows = naive_rows({q: queries[q] for q in sorted(subset)}, refs, config.local.working_size,
+        rows = naive_sift_rows({q: queries[q] for q in sorted(subset)}, refs, config.local.working_size,
                           config.local.max_keypoints, args.workers)
         m = summarise("naive SIFT + BFMatcher 0.8 + findHomography", rows, sub_gt, manifest)
         m["seconds"] = time.perf_counter() - t

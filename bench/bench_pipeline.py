@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -142,6 +143,19 @@ def phash_peer(bench: Path) -> list[PredictedMatch]:
     return exhaustive_rows(qid, rid, phash_scores(qb, rb))
 
 
+def naive_sift_peer(bench: Path, query_ids: list[str], workers: int) -> list[PredictedMatch]:
+    """Naive SIFT (OpenCV SIFT, BFMatcher ratio 0.8, findHomography; :func:`bench.peers.naive_sift_rows`) for
+    ``query_ids`` against every reference, at the local engine's working size and keypoint budget."""
+    from bench.peers import naive_sift_rows
+    from matcher.io import read_images
+
+    qset = read_images(bench / "queries")
+    refs = {rid: img for rid, _p, img in read_images(bench / "references").iter_loaded()}
+    local = MatcherConfig().local
+    return naive_sift_rows({q: qset.load(q) for q in query_ids}, refs, local.working_size, local.max_keypoints,
+                           workers)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bench", type=Path, default=Path("/tmp/bench_default"))
@@ -150,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sscd", type=Path, default=None, help="folder of SSCD descriptors (bench/sscd_peer.py)")
     ap.add_argument("--phash", action="store_true", help="also run the pHash peer")
     ap.add_argument("--max-queries", type=int, default=None)
+    ap.add_argument("--naive-sift-queries", type=int, default=0, help="also run naive SIFT, exhaustively, on this "
+                    "many seeded random queries (it checks every reference per query: ~1,200 pairs each)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the naive SIFT peer")
     ap.add_argument("--collect-only", action="store_true", help="only index + collect the feature table")
     ap.add_argument("--no-voting", action="store_true", help="without keypoint-voting candidates (measure whether "
                     "they pay)")
@@ -208,6 +225,20 @@ def main(argv: list[str] | None = None) -> int:
         peers["pHash (exhaustive)"] = summarise([r for r in phash_peer(args.bench) if r.query_id in qset], gt,
                                                 manifest)
     results["peers"] = peers
+    if args.naive_sift_queries:  # exhaustive per-pair SIFT is too slow for every query: a seeded subset, with the
+        # pipeline scored on the same queries beside it
+        sub = sorted(np.random.default_rng(0).choice(sorted(qset), size=min(args.naive_sift_queries, len(qset)),
+                                                      replace=False).tolist())
+        t0 = time.perf_counter()
+        naive = naive_sift_peer(args.bench, sub, args.workers)
+        seconds = time.perf_counter() - t0
+        sub_set = set(sub)
+        gt_sub = [g for g in gt if g.query_id in sub_set]
+        results["peers_subset"] = {
+            "queries": len(sub), "seed": 0, "naive_sift_seconds": round(seconds, 1),
+            "pipeline (same queries)": summarise([p for p in preds if p.query_id in sub_set], gt_sub, manifest),
+            "naive SIFT + BFMatcher 0.8 + findHomography (exhaustive)": summarise(naive, gt_sub, manifest),
+        }
     args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(json.dumps(results, indent=2, default=float))
     return 0

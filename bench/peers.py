@@ -6,12 +6,16 @@
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-__all__ = ["NaiveSift", "naive_sift_features", "naive_sift_pair_score", "phash_bits", "phash_scores"]
+from matcher.submission import PredictedMatch, top_k_per_query
+
+__all__ = ["NaiveSift", "naive_sift_features", "naive_sift_pair_score", "naive_sift_rows", "phash_bits",
+           "phash_scores"]
 
 
 @dataclass
@@ -62,6 +66,34 @@ def naive_sift_features(images: list[np.ndarray], working_size: int = 512, max_k
 def naive_sift_pair_score(ns: NaiveSift, q: np.ndarray, r: np.ndarray) -> float:
     """The naive loop that extracts per pair: features of both images, then the check."""
     return ns.pair_score(ns.features(q), ns.features(r))
+
+
+_NS: dict = {}  # per worker process: the reference features and the checker
+
+
+def _naive_init(ref_feats: dict, working_size: int, budget: int) -> None:
+    _NS["refs"] = ref_feats
+    _NS["ns"] = NaiveSift(working_size, budget)
+
+
+def _naive_query(item: tuple) -> tuple[str, list[tuple[str, float]]]:
+    qid, fq = item
+    ns = _NS["ns"]
+    return qid, [(rid, ns.pair_score(fq, fr)) for rid, fr in _NS["refs"].items()]
+
+
+def naive_sift_rows(queries: dict[str, np.ndarray], refs: dict[str, np.ndarray], working_size: int, budget: int,
+                    workers: int, top_k: int = 10) -> list[PredictedMatch]:
+    """Every query against every reference with :class:`NaiveSift` (features extracted once per image, the check
+    per pair in ``workers`` forked processes); the best ``top_k`` rows per query with a score > 0."""
+    ns = NaiveSift(working_size, budget)
+    ref_feats = {rid: ns.features(im) for rid, im in refs.items()}
+    q_feats = [(qid, ns.features(im)) for qid, im in queries.items()]
+    rows = []
+    with mp.get_context("fork").Pool(workers, _naive_init, (ref_feats, working_size, budget)) as pool:
+        for qid, scores in pool.imap_unordered(_naive_query, q_feats, chunksize=4):
+            rows += [PredictedMatch(qid, rid, s) for rid, s in scores if s > 0]
+    return top_k_per_query(rows, top_k)
 
 
 def phash_bits(image: np.ndarray) -> np.ndarray:
