@@ -26,6 +26,7 @@ import json
 import os
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -755,6 +756,9 @@ class IndexStore:
                 meta = self._voter_meta(self.config.seed)
                 if meta is None or int(meta["n_refs"]) != len(self._ids):
                     t = time.perf_counter()  # bring the saved voter up to date: queries load it, not build it
+                    if progress:
+                        print(f"keypoint voter: updating it for {len(self._ids)} references", file=sys.stderr,
+                              flush=True)
                     self.keypoint_voter()
                     sec["voter"] = time.perf_counter() - t
         summary.total = len(self._bg_ids) if background else len(self._ids)
