@@ -4,14 +4,16 @@
     /tmp/sscd312/bin/python bench/sscd_peer.py folder /tmp/bench_default/references /tmp/sscd_default/references
     (same for queries and background)
     python bench/bench_pipeline.py --bench /tmp/bench_default --index /tmp/bench_index \
-        --table /tmp/pipeline_bench.npz --train-table /tmp/fusion_train.npz --sscd /tmp/sscd_default \
+        --table /tmp/pipeline_bench.npz --sscd /tmp/sscd_default --phash --naive-sift-queries 200 \
         --out bench/results_pipeline.json
 
 1. Index the references (timed), 2. run candidates + verification for every query (timed by stage; the fused
 score is computed afterwards from the stored features, so every ablation row uses the same candidate pairs),
 3. score: the shipped fusion model and the ablation rows (global; + score normalisation; + regions; + local
-verification; + detector; + ASL gate; + fusion model), 4. peers: SSCD int8 (raw and score-normalised with the
-benchmark's background set, exhaustive), pHash (exhaustive). Per-family and per-kind breakdowns for the fusion.
+verification; + detector; + seam check; + ASL gate; + logistic fusion; + shipped tree fusion), 4. peers: SSCD int8
+(raw and score-normalised with the benchmark's background set, exhaustive), pHash (exhaustive), and naive SIFT
+(exhaustive, on a seeded subset of queries, with the pipeline scored on the same subset). Per-family and per-kind
+breakdowns for the fusion.
 """
 from __future__ import annotations
 
