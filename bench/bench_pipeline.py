@@ -54,15 +54,22 @@ def top_rows(qids: np.ndarray, rids: np.ndarray, score: np.ndarray, mask: np.nda
     return out
 
 
-def summarise(preds: list[PredictedMatch], gt, manifest) -> dict:
-    """µAP, recall@P90 and its threshold, R@1, and the holistic-vs-crop hard negatives above that threshold: per
-    pair (the holistic picture vs its crop reference: the issue's measure) and per query (its best pair with any
-    reference, stricter: ordinary false positives count too)."""
+def holistic_crops(queries: dict, prefix: str = "") -> dict[str, set[str]]:
+    """Holistic-vs-crop hard-negative query -> its crop reference ids (a manifest's ``queries`` and their
+    ``related_references``), ids prefixed with ``prefix``."""
+    return {prefix + q: {prefix + r for r in v.get("related_references") or ()} for q, v in queries.items()
+            if v.get("kind") == "hard_negative_holistic"}
+
+
+def summarise(preds: list[PredictedMatch], gt, holistic: dict[str, set[str]]) -> dict:
+    """µAP, recall@P90 and its threshold, R@1, and the holistic-vs-crop hard negatives (``holistic``, see
+    :func:`holistic_crops`) above that threshold: per pair (the holistic picture vs its crop reference: the
+    issue's measure) and per query (its best pair with any reference, stricter: ordinary false positives count
+    too). Only the queries in ``gt`` are evaluated."""
     m = evaluate(preds, gt)
     thr = m.threshold_at_p90
     evaluated = {g.query_id for g in gt}  # the queries under evaluation (gt lists every query, copies or not)
-    hol = {q: set(v.get("related_references") or ()) for q, v in manifest["queries"].items()
-           if v.get("kind") == "hard_negative_holistic" and q in evaluated}
+    hol = {q: refs for q, refs in holistic.items() if q in evaluated}
     ok = bool(hol) and thr is not None
     return {"uap": round(m.micro_ap, 4), "recall_at_p90": round(m.recall_at_p90, 4),
             "threshold_at_p90": None if thr is None else round(thr, 4),
@@ -206,15 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     gt_all = read_ground_truth(args.bench / "ground_truth.csv")
     qset = set(t["query_id"])
     gt = [g for g in gt_all if g.query_id in qset]
+    holistic = holistic_crops(manifest["queries"])
     fused = fusion.predict(t["features"])
     preds = top_rows(t["query_id"], t["reference_id"], fused)
-    results["pipeline"] = summarise(preds, gt, manifest)
+    results["pipeline"] = summarise(preds, gt, holistic)
     _, by_family, by_kind = evaluate_with_breakdowns(preds, gt, manifest)
     results["by_family"] = {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)}
                             for k, v in by_family.items()}
     results["by_kind"] = {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)}
                           for k, v in by_kind.items()}
-    results["ablation"] = {name: summarise(top_rows(t["query_id"], t["reference_id"], s, mask), gt, manifest)
+    results["ablation"] = {name: summarise(top_rows(t["query_id"], t["reference_id"], s, mask), gt, holistic)
                            for name, (s, mask) in ablation_scores(t, fusions, fusion.gate_margin).items()}
     gt_pairs = {(g.query_id, g.reference_id) for g in gt if g.reference_id}
     found = {(q, r) for q, r, y in zip(t["query_id"], t["reference_id"], t["label"]) if y}
@@ -222,10 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     peers: dict[str, dict] = {}
     if args.sscd is not None:
         for name, rows in sscd_peer(args.sscd).items():
-            peers[name] = summarise([r for r in rows if r.query_id in qset], gt, manifest)
+            peers[name] = summarise([r for r in rows if r.query_id in qset], gt, holistic)
     if args.phash:
         peers["pHash (exhaustive)"] = summarise([r for r in phash_peer(args.bench) if r.query_id in qset], gt,
-                                                manifest)
+                                                holistic)
     results["peers"] = peers
     if args.naive_sift_queries:  # exhaustive per-pair SIFT is too slow for every query: a seeded subset, with the
         # pipeline scored on the same queries beside it
@@ -238,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         gt_sub = [g for g in gt if g.query_id in sub_set]
         results["peers_subset"] = {
             "queries": len(sub), "seed": 0, "naive_sift_seconds": round(seconds, 1),
-            "pipeline (same queries)": summarise([p for p in preds if p.query_id in sub_set], gt_sub, manifest),
-            "naive SIFT + BFMatcher 0.8 + findHomography (exhaustive)": summarise(naive, gt_sub, manifest),
+            "pipeline (same queries)": summarise([p for p in preds if p.query_id in sub_set], gt_sub, holistic),
+            "naive SIFT + BFMatcher 0.8 + findHomography (exhaustive)": summarise(naive, gt_sub, holistic),
         }
     args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(json.dumps(results, indent=2, default=float))

@@ -23,13 +23,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_pipeline import holistic_crops, summarise, top_rows
 from bench.pipeline_features import collect, load_table, open_or_build_index, save_table
 from matcher.config import MatcherConfig
 from matcher.fusion import DEFAULT_FUSION_PATH, FEATURE_NAMES, Fusion, fit_fusion
 from matcher.fusion_trees import fit_trees
-from matcher.metrics import evaluate, fraction_above
 from matcher.pipeline import Pipeline
-from matcher.submission import GroundTruthMatch, PredictedMatch, read_ground_truth
+from matcher.submission import GroundTruthMatch, read_ground_truth
 
 # The score may only rise with these (+1) / fall with these (-1), whatever the other features say: more geometric
 # and descriptor evidence never makes a pair less of a copy, an unexplained seamless "reference inside the query"
@@ -43,25 +43,11 @@ def fold_of(qid: str, k: int, salt: str = "") -> int:
     return int(hashlib.sha256((salt + qid).encode()).hexdigest()[:8], 16) % k
 
 
-def evaluate_scores(t: dict[str, np.ndarray], score: np.ndarray, gt: list[GroundTruthMatch], mask: np.ndarray,
-                    holistic: dict[str, set[str]], top_k: int = 10) -> dict[str, float]:
-    """µAP, recall@P90, its threshold and the share of holistic-vs-crop hard negatives above it, for rows in
-    ``mask``: per pair (the holistic query vs its crop references ``holistic[query]``) and per query (its best
-    pair with any reference)."""
-    qids = set(t["query_id"][mask])
-    rows: dict[str, list[PredictedMatch]] = {}
-    for i in np.flatnonzero(mask):
-        rows.setdefault(t["query_id"][i], []).append(PredictedMatch(t["query_id"][i], t["reference_id"][i],
-                                                                    float(score[i])))
-    preds = [p for ps in rows.values() for p in sorted(ps, key=lambda p: -p.score)[:top_k]]
-    m = evaluate(preds, [g for g in gt if g.query_id in qids])
-    thr = m.threshold_at_p90
-    hol = {q: refs for q, refs in holistic.items() if q in qids}
-    ok = bool(hol) and thr is not None
-    return {"uap": m.micro_ap, "recall_at_p90": m.recall_at_p90,
-            "threshold_at_p90": thr if thr is not None else float("nan"),
-            "holistic_pairs_above_p90": fraction_above(preds, hol, thr, per="pair", pairs=hol) if ok else float("nan"),
-            "holistic_above_p90": fraction_above(preds, hol, thr) if ok else float("nan")}
+def evaluate_scores(t: dict[str, np.ndarray], score: np.ndarray, gt: list[GroundTruthMatch],
+                    holistic: dict[str, set[str]]) -> dict:
+    """The benchmark summary (:func:`bench.bench_pipeline.summarise`) of the table's best 10 rows per query under
+    ``score``."""
+    return summarise(top_rows(t["query_id"], t["reference_id"], score), gt, holistic)
 
 
 def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe: Pipeline,
@@ -89,10 +75,9 @@ def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe
         t["query_id"] = np.char.add(prefix, t["query_id"])
         t["reference_id"] = np.char.add(prefix, t["reference_id"])
         parts.append(t)
-        holistic.update({prefix + q: {prefix + r for r in v.get("related_references") or ()}
-                         for q, v in manifest["queries"].items() if v.get("kind") == "hard_negative_holistic"})
-        gts += [GroundTruthMatch(prefix + g.query_id, prefix + g.reference_id)
-                for g in read_ground_truth(bench / "ground_truth.csv") if g.reference_id]
+        holistic.update(holistic_crops(manifest["queries"], prefix))
+        gts += [GroundTruthMatch(prefix + g.query_id, prefix + g.reference_id if g.reference_id else g.reference_id)
+                for g in read_ground_truth(bench / "ground_truth.csv")]  # every query, copies or not
         manifests.append({"benchmark": str(bench), "photos": manifest.get("photos"), "params": manifest.get("params"),
                           "pairs": len(t["label"]), "positives": int(t["label"].sum()),
                           "queries": len(set(t["query_id"]))})
@@ -117,7 +102,7 @@ def cross_validate(model: str, t: dict[str, np.ndarray], gt: list[GroundTruthMat
         for k in range(folds):
             te = fold == k
             score[te] = fit(model, x[~te], y[~te], w[~te], gate_margin).predict(x[te])
-        runs.append(evaluate_scores(t, score, gt, np.ones(len(y), bool), holistic))
+        runs.append(evaluate_scores(t, score, gt, holistic))
     out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
     out["holistic_pairs_above_p90_runs"] = [round(r["holistic_pairs_above_p90"], 4) for r in runs]
     out["holistic_above_p90_runs"] = [round(r["holistic_above_p90"], 4) for r in runs]
@@ -153,9 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     w = np.where(np.char.startswith(t["kind"], "hard_negative"), args.holistic_weight, 1.0)
     report = {
         args.model: cross_validate(args.model, t, gt, holistic, w, pipe.gate_margin, args.folds, args.cv_repeats),
-        "local_score_only": evaluate_scores(t, t["local_score"], gt, np.ones(len(y), bool), holistic),
-        "global_regions_only": evaluate_scores(t, x[:, FEATURE_NAMES.index("global_regions")], gt,
-                                               np.ones(len(y), bool), holistic),
+        "local_score_only": evaluate_scores(t, t["local_score"], gt, holistic),
+        "global_regions_only": evaluate_scores(t, x[:, FEATURE_NAMES.index("global_regions")], gt, holistic),
     }
     for name, r in report.items():
         print(f"{args.folds}-fold CV {name:18s} " + "  ".join(

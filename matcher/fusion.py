@@ -37,6 +37,8 @@ __all__ = [
     "Fusion",
     "FusionModel",
     "GlobalEvidence",
+    "explanation",
+    "feature_columns",
     "fit_fusion",
     "load_fusion",
     "pair_features",
@@ -101,6 +103,20 @@ class GlobalEvidence:
 
 def _finite(v: float | None, default: float = 0.0) -> float:
     return float(v) if v is not None and math.isfinite(v) else default
+
+
+def feature_columns(features: tuple[str, ...]) -> np.ndarray:
+    """(len(features),) int64 positions of ``features`` in a full :data:`FEATURE_NAMES` row."""
+    return np.array([FEATURE_NAMES.index(f) for f in features], np.int64)
+
+
+def explanation(features: tuple[str, ...], contrib: np.ndarray, bias: float) -> dict[str, float]:
+    """{feature: logit contribution} for (len(features),) ``contrib``, largest magnitude first (ties in feature
+    order), then "bias"; rounded to 4 decimals."""
+    order = np.argsort(-np.abs(contrib), kind="stable")
+    out = {features[i]: round(float(contrib[i]), 4) for i in order}
+    out["bias"] = round(float(bias), 4)
+    return out
 
 
 def reference_inside_query(ev: PairEvidence) -> float:
@@ -168,7 +184,7 @@ class FusionModel:
 
     @property
     def _cols(self) -> np.ndarray:
-        return np.array([FEATURE_NAMES.index(f) for f in self.features], np.int64)
+        return feature_columns(self.features)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """x: (N, len(FEATURE_NAMES)) full feature rows -> (N,) float64 logits."""
@@ -187,10 +203,7 @@ class FusionModel:
         """Per-feature contribution to the logit (w_i * standardised x_i), largest magnitude first, plus "bias"."""
         x = np.asarray(features, np.float64)[self._cols]
         contrib = np.asarray(self.weights) * (x - np.asarray(self.mean)) / np.asarray(self.std)
-        order = np.argsort(-np.abs(contrib))
-        out = {self.features[i]: round(float(contrib[i]), 4) for i in order}
-        out["bias"] = round(self.bias, 4)
-        return out
+        return explanation(self.features, contrib, self.bias)
 
     # ------------------------------------------------------------------------------------------------ files
     @classmethod
@@ -268,8 +281,7 @@ def fit_fusion(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...] = FEAT
 
     x: (N, len(FEATURE_NAMES)) feature rows (all features; ``features`` selects the columns used), y: (N,) {0, 1}.
     """
-    cols = np.array([FEATURE_NAMES.index(f) for f in features], np.int64)
-    xs = np.asarray(x, np.float64)[:, cols]
+    xs = np.asarray(x, np.float64)[:, feature_columns(features)]
     y = np.asarray(y, np.float64)
     if len(y) == 0 or y.min() == y.max():
         raise ValueError("fit_fusion needs both positive and negative pairs")

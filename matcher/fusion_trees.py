@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matcher.fusion import FEATURE_NAMES
+from matcher.fusion import FEATURE_NAMES, explanation, feature_columns
 
 __all__ = ["TREES_FORMAT", "TreeFusionModel", "fit_trees"]
 
@@ -69,7 +69,7 @@ class TreeFusionModel:
 
     @property
     def _cols(self) -> np.ndarray:
-        return np.array([FEATURE_NAMES.index(f) for f in self.features], np.int64)
+        return feature_columns(self.features)
 
     def leaves(self, x: np.ndarray) -> np.ndarray:
         """x: (N, len(FEATURE_NAMES)) full feature rows -> (N, T) int64 leaf slot reached in each tree."""
@@ -122,10 +122,7 @@ class TreeFusionModel:
         """Per-feature contribution to the logit (:meth:`contributions`), largest magnitude first, plus "bias";
         they add up to the logit."""
         contrib, bias = self.contributions(np.asarray(features, np.float64)[None])
-        order = np.argsort(-np.abs(contrib[0]), kind="stable")
-        out = {self.features[i]: round(float(contrib[0, i]), 4) for i in order}
-        out["bias"] = round(bias, 4)
-        return out
+        return explanation(self.features, contrib[0], bias)
 
     # ------------------------------------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, object]:
@@ -255,8 +252,7 @@ def fit_trees(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...] = FEATU
               gate_margin: float = 0.0, source: str = "") -> TreeFusionModel:
     """Fit boosted trees on the logistic loss. x: (N, len(FEATURE_NAMES)) full feature rows (``features`` selects
     the columns), y: (N,) {0, 1}; ``monotone`` maps feature names to +1 (non-decreasing) or -1. Deterministic."""
-    cols = np.array([FEATURE_NAMES.index(f) for f in features], np.int64)
-    xs = np.asarray(x, np.float64)[:, cols]
+    xs = np.asarray(x, np.float64)[:, feature_columns(features)]
     y = np.asarray(y, np.float64)
     if len(y) == 0 or y.min() == y.max():
         raise ValueError("fit_trees needs both positive and negative pairs")
