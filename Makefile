@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test install install-dev lint sysdeps clean
+.PHONY: demo test install install-dev lint sysdeps clean wheel-check
 
 # python-magic (used by AugLy) needs the system library libmagic.
 sysdeps:
@@ -36,8 +36,12 @@ demo: install
 test: install-dev
 	$(BIN)/python -m pytest
 
+# Build the wheel, install it into a fresh venv outside the checkout, run `icd demo --check-components` there.
+wheel-check: install-dev
+	PYTHON=$(PYTHON) bash .ci/wheel_check
+
 lint: install-dev
 	$(BIN)/ruff check matcher detectors bench tests
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache build dist

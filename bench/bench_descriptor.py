@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 
 from matcher.config import DescriptorConfig
-from matcher.descriptors.gate import apply_gate, gate_marks, log_norm_ratio
-from matcher.descriptors.infer import describe_images, split_norm
-from matcher.descriptors.normalise import background_mean, normalise_scores, subtract_negatives
+from matcher.descriptors.infer import describe_images
 from matcher.descriptors.registry import load_descriptor
-from matcher.index import ReferenceIndex
-from matcher.io import list_images, load_image
-from matcher.metrics import evaluate, load_manifest
-from matcher.submission import GroundTruthMatch, PredictedMatch, read_ground_truth
+from matcher.io.folders import list_images
+from matcher.io.images import load_image
+from matcher.isc.metrics import evaluate, load_manifest
+from matcher.isc.submission import GroundTruthMatch, PredictedMatch, read_ground_truth
+from matcher.retrieval.gate import apply_gate, gate_marks, log_norm_ratio
+from matcher.retrieval.index import ReferenceIndex
+from matcher.retrieval.normalise import background_mean, normalise_scores, split_norm, subtract_negatives
 
 SPLITS = ("references", "queries", "background")
 

@@ -37,10 +37,10 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from detectors.detect import Detector, set_proposer_config
+from detectors.detect import Detector
 from detectors.evidence import box_iou
 from matcher.config import DetectorConfig, MatcherConfig
-from matcher.local.regions import grid_regions
+from matcher.regions.region import grid_regions
 
 OVERLAY_FAMILIES = ("overlay", "meme", "screenshot", "mosaic")
 PHOTOMETRIC = ("color", "blur", "noise", "jpeg", "pixelize")
@@ -255,10 +255,10 @@ def section_agreement(det: Detector, bench: Path) -> dict[str, Any]:
 
 
 def section_e2e(bench: Path, out: Path, weights: str, variants: list[str], n_refs: int) -> dict[str, Any]:
+    from matcher.isc.exhaustive import run_exhaustive_match
+    from matcher.isc.metrics import evaluate, restrict
+    from matcher.isc.submission import read_ground_truth, read_predictions
     from matcher.local.engine import LocalEngine
-    from matcher.match_job import run_exhaustive_match
-    from matcher.metrics import evaluate, restrict
-    from matcher.submission import read_ground_truth, read_predictions
 
     rows = _bench_queries(bench, OVERLAY_FAMILIES)
     qdir = out / "overlay_queries"
@@ -291,7 +291,6 @@ def section_e2e(bench: Path, out: Path, weights: str, variants: list[str], n_ref
         if name not in variants:
             continue
         config = MatcherConfig.make(local={"query_regions": regions}, detector={"weights": weights})
-        set_proposer_config(config)
         engine = LocalEngine(config)
         t = time.perf_counter()
         summary = run_exhaustive_match(qdir, rdir, out / f"e2e_{name}.csv", engine=engine,

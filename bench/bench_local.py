@@ -29,13 +29,13 @@ from peers import NaiveSift, naive_sift_rows, phash_bits, phash_scores
 
 from matcher.benchmark.builder import build_benchmark
 from matcher.config import MatcherConfig
-from matcher.io import read_images
+from matcher.io.folders import read_images
+from matcher.isc.exhaustive import run_exhaustive_match
+from matcher.isc.metrics import evaluate_with_breakdowns, load_manifest
+from matcher.isc.submission import PredictedMatch, read_ground_truth, read_predictions
 from matcher.local.engine import LocalEngine
-from matcher.local.store import FeatureStore
 from matcher.local.verify import ReferenceBank
-from matcher.match_job import run_exhaustive_match
-from matcher.metrics import evaluate_with_breakdowns, load_manifest
-from matcher.submission import PredictedMatch, read_ground_truth, read_predictions
+from matcher.references.features import FeatureStore
 
 
 def machine() -> str:

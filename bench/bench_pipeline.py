@@ -30,10 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.pipeline_features import SOURCES, collect, load_table, open_or_build_index, save_table
 from matcher.config import MatcherConfig
-from matcher.fusion import DEFAULT_FUSION_PATH, FEATURE_NAMES, Fusion, load_fusion
-from matcher.metrics import evaluate, evaluate_with_breakdowns, fraction_above, load_manifest
-from matcher.pipeline import Pipeline
-from matcher.submission import PredictedMatch, read_ground_truth
+from matcher.fusion.features import FEATURE_NAMES
+from matcher.fusion.load import Fusion, load_fusion
+from matcher.isc.metrics import evaluate, evaluate_with_breakdowns, fraction_above, load_manifest
+from matcher.isc.submission import PredictedMatch, read_ground_truth
+from matcher.pipeline.pipeline import Pipeline
+from matcher.resources import FUSION_LOGISTIC, shipped_path
 
 F = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
@@ -78,7 +80,7 @@ def summarise(preds: list[PredictedMatch], gt, holistic: dict[str, set[str]]) ->
             "recall_at_rank1": round(m.recall_at_rank1, 4)}
 
 
-LOGISTIC_PATH = DEFAULT_FUSION_PATH.with_name("fusion_logistic.json")  # the linear model, kept for this comparison
+LOGISTIC_PATH = shipped_path(FUSION_LOGISTIC)  # the linear model, kept for this comparison
 
 
 def ablation_scores(t: dict[str, np.ndarray], fusions: dict[str, Fusion], gate_margin: float) -> dict[str, tuple]:
@@ -138,7 +140,7 @@ def sscd_peer(folder: Path, bg_k: int = 5, beta: float = 1.0) -> dict[str, list[
 
 def phash_peer(bench: Path) -> list[PredictedMatch]:
     from bench.peers import phash_bits, phash_scores
-    from matcher.io import read_images
+    from matcher.io.folders import read_images
 
     def bits(folder: Path) -> tuple[list[str], np.ndarray]:
         ids, out = [], []
@@ -156,7 +158,7 @@ def naive_sift_peer(bench: Path, query_ids: list[str], workers: int) -> list[Pre
     """Naive SIFT (OpenCV SIFT, BFMatcher ratio 0.8, findHomography; :func:`bench.peers.naive_sift_rows`) for
     ``query_ids`` against every reference, at the local engine's working size and keypoint budget."""
     from bench.peers import naive_sift_rows
-    from matcher.io import read_images
+    from matcher.io.folders import read_images
 
     qset = read_images(bench / "queries")
     refs = {rid: img for rid, _p, img in read_images(bench / "references").iter_loaded()}

@@ -26,10 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_pipeline import holistic_crops, summarise, top_rows
 from bench.pipeline_features import collect, load_table, open_or_build_index, save_table
 from matcher.config import MatcherConfig
-from matcher.fusion import DEFAULT_FUSION_PATH, FEATURE_NAMES, Fusion, fit_fusion
-from matcher.fusion_trees import fit_trees
-from matcher.pipeline import Pipeline
-from matcher.submission import GroundTruthMatch, read_ground_truth
+from matcher.fusion.features import FEATURE_NAMES
+from matcher.fusion.load import Fusion, default_fusion_path
+from matcher.isc.submission import GroundTruthMatch, read_ground_truth
+from matcher.pipeline.pipeline import Pipeline
+from matcher.training.fusion import fit_fusion, fit_trees
 
 # The score may only rise with these (+1) / fall with these (-1), whatever the other features say: more geometric
 # and descriptor evidence never makes a pair less of a copy, an unexplained seamless "reference inside the query"
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", type=Path, action="append", help="its index folder (one per --bench)")
     ap.add_argument("--table", type=Path, action="append", help="its feature table .npz (one per --bench)")
     ap.add_argument("--model", choices=("trees", "logistic"), default="trees")
-    ap.add_argument("--out", type=Path, default=DEFAULT_FUSION_PATH)
+    ap.add_argument("--out", type=Path, default=default_fusion_path())
     ap.add_argument("--max-queries", type=int, default=None)
     ap.add_argument("--holistic-weight", type=float, default=3.0, help="sample weight of hard negatives' pairs")
     ap.add_argument("--folds", type=int, default=5)

@@ -19,12 +19,13 @@ import numpy as np
 
 from matcher.benchmark.builder import build_benchmark
 from matcher.config import MatcherConfig
-from matcher.io import read_images
+from matcher.io.folders import read_images
+from matcher.isc.metrics import load_manifest
+from matcher.isc.submission import read_ground_truth
 from matcher.local.engine import LocalEngine
-from matcher.local.score import DEFAULT_WEIGHTS_PATH, LocalScoreModel, evidence_features, fit_logistic
+from matcher.local.score import LocalScoreModel, default_local_score_path, evidence_features
 from matcher.local.verify import ReferenceBank, verify_query
-from matcher.metrics import load_manifest
-from matcher.submission import read_ground_truth
+from matcher.training.local_score import fit_logistic
 
 
 def main(argv=None) -> int:
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--references", type=int, default=200)
     ap.add_argument("--queries", type=int, default=400)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS_PATH))
+    ap.add_argument("--weights", default=str(default_local_score_path()))
     ap.add_argument("--max-queries", type=int, default=None, help="use only the first N queries (by id)")
     args = ap.parse_args(argv)
     out = Path(args.out)

@@ -72,8 +72,8 @@ import numpy as np
 
 from matcher.config import LocalConfig
 from matcher.local.features import EXTRACTORS, mirror_sift_descriptors
-from matcher.local.store import FeatureStore
 from matcher.local.types import LocalFeatures
+from matcher.references.features import FeatureStore
 
 WORKING_SIZES = (256, 384, 512, 640)
 BUDGETS = (256, 512, 1024, 2048)

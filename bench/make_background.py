@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from matcher.config import MatcherConfig
 from matcher.descriptors.extractor import GlobalDescriptor
-from matcher.fsutil import atomic_write
-from matcher.io import ImageLoadError, load_image
-from matcher.pipeline import background_path
+from matcher.io.atomic import atomic_write
+from matcher.io.images import ImageLoadError, load_image
+from matcher.retrieval.normalise import background_path
 
 
 def _names(obj: object, out: set[str]) -> None:

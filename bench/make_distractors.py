@@ -20,8 +20,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from matcher.fsutil import atomic_write_bytes
-from matcher.io import ImageLoadError, load_image
+from matcher.io.atomic import atomic_write_bytes
+from matcher.io.images import ImageLoadError, load_image
 
 
 def variant(img: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

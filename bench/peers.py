@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from matcher.submission import PredictedMatch, top_k_per_query
+from matcher.isc.submission import PredictedMatch, top_k_per_query
 
 __all__ = ["NaiveSift", "naive_sift_features", "naive_sift_pair_score", "naive_sift_rows", "phash_bits",
            "phash_scores"]

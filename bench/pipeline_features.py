@@ -16,18 +16,20 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from matcher.fusion import FEATURE_NAMES
-from matcher.io import read_images
-from matcher.metrics import load_manifest
-from matcher.pipeline import Pipeline, StageTimer
-from matcher.submission import read_ground_truth
+from matcher.fusion.features import FEATURE_NAMES
+from matcher.io.folders import read_images
+from matcher.isc.metrics import load_manifest
+from matcher.isc.submission import read_ground_truth
+from matcher.pipeline.batch import match_queries
+from matcher.pipeline.pipeline import Pipeline
+from matcher.pipeline.timer import StageTimer
 
 SOURCES = ("global", "regions", "global_to_local", "voting")
 
 
 def open_or_build_index(pipeline: Pipeline, references: Path, index_dir: Path, progress: bool = True):
     """The index store at ``index_dir`` holding ``references`` (built or resumed)."""
-    from matcher.index_store import IndexStore
+    from matcher.references.disk.store import IndexStore
 
     store = IndexStore.open(index_dir, pipeline.config, create=True, descriptor=pipeline.descriptor)
     t0 = time.perf_counter()
@@ -49,27 +51,22 @@ def collect(pipeline: Pipeline, store, bench: Path, *, max_queries: int | None =
                                              "local_score", "sources", "region", "cosine")}
     bar = tqdm(total=len(ids), desc="queries", disable=not progress)
     t0 = time.perf_counter()
-    for a in range(0, len(ids), chunk):
-        items = []
-        with timer("load"):
-            for qid in ids[a: a + chunk]:
-                items.append((qid, qset.load(qid)))
-        for q in pipeline.describe_queries(items, timer):
-            matches = pipeline.match(q, store, timer)
-            meta = manifest["queries"][q.query_id]
-            for m in sorted(matches, key=lambda m: m.reference_row):
-                cols["query_id"].append(q.query_id)
-                cols["reference_id"].append(m.reference_id)
-                cols["label"].append(int((q.query_id, m.reference_id) in gt))
-                cols["kind"].append(meta.get("kind", ""))
-                cols["family"].append(meta.get("primary_family") or "")
-                cols["features"].append(m.features)
-                ev = m.evidence
-                cols["local_score"].append(pipeline.engine.score_model.score(ev) if ev is not None else 0.0)
-                cols["sources"].append(sum(1 << SOURCES.index(s) for s in m.global_evidence.sources))
-                cols["region"].append(m.global_evidence.region)
-                cols["cosine"].append(m.global_evidence.cosine)
-            bar.update(1)
+    items = ((qid, qset.load(qid)) for qid in ids)
+    for qid, matches in zip(ids, match_queries(pipeline, store, items, chunk=chunk, timer=timer)):
+        meta = manifest["queries"][qid]
+        for m in sorted(matches, key=lambda m: m.reference_row):
+            cols["query_id"].append(qid)
+            cols["reference_id"].append(m.reference_id)
+            cols["label"].append(int((qid, m.reference_id) in gt))
+            cols["kind"].append(meta.get("kind", ""))
+            cols["family"].append(meta.get("primary_family") or "")
+            cols["features"].append(m.features)
+            ev = m.evidence
+            cols["local_score"].append(pipeline.engine.score_model.score(ev) if ev is not None else 0.0)
+            cols["sources"].append(sum(1 << SOURCES.index(s) for s in m.global_evidence.sources))
+            cols["region"].append(m.global_evidence.region)
+            cols["cosine"].append(m.global_evidence.cosine)
+        bar.update(1)
     bar.close()
     seconds = dict(timer.seconds)
     seconds["total"] = time.perf_counter() - t0

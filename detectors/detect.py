@@ -1,18 +1,15 @@
-"""Detected pasted pictures as boxes with scores, and the "yolo" region proposer of the local engine.
+"""Detected pasted pictures as boxes with scores.
 
 ``detect_regions(images, config)`` runs the detector on RGB uint8 images in batches: each image is
 letterboxed (aspect kept, centred, grey 114 padding, like ultralytics) to the square input size, the network
 gives (cx, cy, w, h, class scores) per anchor, boxes under ``config.conf`` are dropped, class-wise NMS at
 ``config.iou`` runs, the best ``config.max_boxes`` are kept and mapped back to original image px.
 
-Importing this module registers the proposer "yolo" in :data:`matcher.local.regions.PROPOSERS`: regions
-``Region("yolo:<i>", box, score=<confidence>)`` for the "picture" boxes, best first. The detector is loaded
-lazily on first use and cached per (weights, device). When the weights are missing or broken the proposer
-logs the reason once and falls back to the 2x2 grid (tags "grid2:r<i>c<j>"), so matching carries on without it.
+The detector is loaded lazily on first use and cached per (weights, device, input size). Boxes become regions
+in one place, :mod:`matcher.regions.detected` (also the "yolo" region proposer). Nothing here imports ultralytics.
 """
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from matcher.config import DetectorConfig, MatcherConfig
-from matcher.local.regions import PROPOSERS, Proposer, Region, grid_regions
 
 __all__ = [
     "Detection",
@@ -30,11 +26,8 @@ __all__ = [
     "detect_regions",
     "get_detector",
     "letterbox",
-    "make_yolo_proposer",
-    "set_proposer_config",
 ]
 
-_LOG = logging.getLogger(__name__)
 _PAD = 114  # grey of the letterbox padding (ultralytics' value)
 
 
@@ -188,54 +181,3 @@ def detect_regions(images: Sequence[np.ndarray] | np.ndarray, config: DetectorCo
         return []
     det = detector or get_detector(cfg)
     return det(images, cfg)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# the "yolo" region proposer
-
-_PROPOSER_CONFIG: list[DetectorConfig] = [DetectorConfig()]
-_WARNED: set[str] = set()
-
-
-def set_proposer_config(config: DetectorConfig | MatcherConfig) -> None:
-    """Use ``config`` (or a MatcherConfig's ``.detector``) for the registered "yolo" proposer from now on (the
-    region registry creates proposers without arguments, so the engine sets this once from its config)."""
-    _PROPOSER_CONFIG[0] = config.detector if isinstance(config, MatcherConfig) else config
-
-
-def _regions(image: np.ndarray, dets: list[Detection], picture_ids: set[int]) -> list[Region]:
-    h, w = image.shape[:2]
-    out = []
-    for d in dets:
-        if d.cls not in picture_ids:
-            continue
-        x0, y0, x1, y1 = d.int_box(w, h)
-        if x1 > x0 and y1 > y0:
-            out.append(Region(f"yolo:{len(out)}", (x0, y0, x1, y1), score=d.score))
-    return out
-
-
-def make_yolo_proposer(config: DetectorConfig | None = None) -> Proposer:
-    """A proposer ``(image) -> list[Region]`` of detected pictures (module docstring); with unusable weights
-    it logs once and returns the 2x2 grid instead."""
-    cfg = config or _PROPOSER_CONFIG[0]
-
-    def propose(image: np.ndarray) -> list[Region]:
-        from detectors.model import DetectorWeightsError
-
-        try:
-            det = get_detector(cfg)
-        except DetectorWeightsError as e:
-            key = f"{cfg.weights}|{e.problem}"
-            if key not in _WARNED:
-                _WARNED.add(key)
-                _LOG.warning("pasted-picture detector unavailable, 'yolo' regions fall back to the 2x2 grid: %s", e)
-            return grid_regions(image, 2)
-        picture_ids = {i for i, n in enumerate(det.names) if n == "picture"} or {0}
-        return _regions(image, det([image], cfg)[0], picture_ids)
-
-    return propose
-
-
-if "yolo" not in PROPOSERS:
-    PROPOSERS.register("yolo")(make_yolo_proposer)

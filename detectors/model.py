@@ -1,4 +1,6 @@
-"""The detector network: an ultralytics YOLO ``DetectionModel`` built from its yaml, with pickle-free weights.
+"""The detector network and its pickle-free weights. For inference the network is our own plain-PyTorch YOLOv8
+(:mod:`detectors.network`, the same state-dict layout and outputs as ultralytics' ``DetectionModel``), so loading
+and running the detector never imports ultralytics; training (:mod:`detectors.train`) uses ultralytics.
 
 Weights file format (never a pickle of Python objects, so it loads with ``torch.load(weights_only=True)``):
 
@@ -20,21 +22,21 @@ from typing import Any
 
 import torch
 
-from detectors.offline import prepare_ultralytics
-from matcher.fsutil import atomic_write_bytes, atomic_write_text
+from detectors.network import build_network
+from matcher.io.atomic import atomic_write_bytes, atomic_write_text
+from matcher.resources import DETECTOR_WEIGHTS, shipped_path
 
 __all__ = [
-    "DEFAULT_WEIGHTS",
     "DetectorMeta",
     "DetectorWeightsError",
     "build_model",
+    "default_weights",
     "load_detector",
     "load_state_dict",
     "meta_path",
     "save_detector",
 ]
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "detector_yolov8n.pt"
 _FORMAT = 1
 _HOW = ("train one with `icd make-detector-data <photos> <data>` then `icd train-detector <data> <out>` (it "
         "writes <out>/detector_yolov8n.pt and .json), or put the shipped weights/detector_yolov8n.pt and "
@@ -69,16 +71,16 @@ def meta_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
+def default_weights() -> Path:
+    """The shipped detector weights (``weights/detector_yolov8n.pt``, through :mod:`matcher.resources`)."""
+    return shipped_path(DETECTOR_WEIGHTS)
+
+
 def build_model(yaml: str = "yolov8n.yaml", nc: int = 1) -> torch.nn.Module:
-    """A randomly initialised ultralytics ``DetectionModel`` from ``yaml`` with ``nc`` classes (CPU, eval mode).
-
-    Forward in eval mode on (B, 3, H, W) float in [0, 1] returns a tuple whose first item is (B, 4 + nc, A):
-    boxes (cx, cy, w, h) in input px and per-class probabilities for A anchor points."""
-    prepare_ultralytics()
-    from ultralytics.nn.tasks import DetectionModel
-
-    model = DetectionModel(yaml, ch=3, nc=int(nc), verbose=False)
-    return model.eval()
+    """A randomly initialised detection network for ``yaml`` (e.g. "yolov8n.yaml") with ``nc`` classes (CPU, eval
+    mode; :func:`detectors.network.build_network`). Forward in eval mode on (B, 3, H, W) float in [0, 1] returns
+    (B, 4 + nc, A): boxes (cx, cy, w, h) in input px and per-class probabilities for A anchor points."""
+    return build_network(yaml, int(nc))
 
 
 def _state_bytes(model: torch.nn.Module) -> bytes:
@@ -132,8 +134,7 @@ def load_state_dict(path: str | Path, model: torch.nn.Module) -> dict[str, torch
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise DetectorWeightsError(path, "does not hold a state dict of tensors")
     ref = model.state_dict()
-    cfg = getattr(model, "yaml", {})
-    yaml, nc = cfg.get("yaml_file", "the network"), cfg.get("nc", "?")
+    yaml, nc = f"yolov8{getattr(model, 'scale', '?')}.yaml", getattr(model, "nc", "?")
     missing, unexpected = sorted(set(ref) - set(sd)), sorted(set(sd) - set(ref))
     if missing or unexpected:
         raise DetectorWeightsError(path, f"does not fit {yaml} with nc={nc}: {len(missing)} missing, "
@@ -145,9 +146,9 @@ def load_state_dict(path: str | Path, model: torch.nn.Module) -> dict[str, torch
 
 
 def load_detector(path: str | Path | None = None) -> tuple[torch.nn.Module, DetectorMeta]:
-    """Rebuild the network of ``path`` (default :data:`DEFAULT_WEIGHTS`) and load its weights (fp32, CPU,
+    """Rebuild the network of ``path`` (default :func:`default_weights`) and load its weights (fp32, CPU,
     eval mode, conv+BN fused). Raises :class:`DetectorWeightsError` for a missing, corrupt or mismatched file."""
-    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    path = Path(path) if path is not None else default_weights()
     if not path.is_file():
         raise DetectorWeightsError(path, "file not found")
     meta = read_meta(path)
@@ -157,5 +158,4 @@ def load_detector(path: str | Path | None = None) -> tuple[torch.nn.Module, Dete
         raise DetectorWeightsError(path, f"cannot build network {meta.yaml!r} ({e})") from None
     model.load_state_dict(load_state_dict(path, model), strict=True)
     model.names = dict(enumerate(meta.names))
-    model = model.fuse(verbose=False) if hasattr(model, "fuse") else model
-    return model.eval(), meta
+    return model.fuse().eval(), meta

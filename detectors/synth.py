@@ -28,7 +28,6 @@ train example from the rest. Determinism: example ``i`` of split ``s`` draws all
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -44,18 +43,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
-from matcher.fsutil import atomic_write_bytes, atomic_write_text
-from matcher.io import list_images
+from matcher.io.atomic import atomic_write_bytes, atomic_write_text
+from matcher.io.folders import list_images
 
 __all__ = [
     "CLASS_NAMES",
     "LAYOUTS",
     "SynthConfig",
     "SynthSummary",
-    "add_make_detector_data_arguments",
     "make_detector_data",
     "make_example",
-    "run_make_detector_data",
     "split_sources",
 ]
 
@@ -605,45 +602,3 @@ def make_detector_data(photos_dir: str | Path, out_dir: str | Path, *, n_train: 
     return SynthSummary(str(out), {s: counts.get(s, 0) for s in _SPLITS}, dict(Counter(r["layout"] for r in records)),
                         sum(len(r["boxes"]) for r in records), {s: len(ps) for s, ps in pools.items()},
                         time.perf_counter() - t0)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# CLI (wired as ``icd make-detector-data``)
-
-
-def add_make_detector_data_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``icd make-detector-data``."""
-    p.add_argument("photos", help="folder of source photos (never the benchmark's photos)")
-    p.add_argument("out", help="output folder (YOLO layout, data.yaml, manifest.json)")
-    p.add_argument("--train", type=int, default=1500, help="training examples (default 1500)")
-    p.add_argument("--val", type=int, default=300, help="validation examples (default 300)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of source photos reserved for val")
-    p.add_argument("--min-side", type=int, default=320, help="smallest longer side of an example, px")
-    p.add_argument("--max-side", type=int, default=416, help="largest longer side of an example, px")
-    p.add_argument("--overlay-class", action="store_true", help="label text/emoji overlays as class 1")
-    p.add_argument("--workers", type=int, default=1)
-
-
-def run_make_detector_data(args: argparse.Namespace) -> int:
-    """Run ``icd make-detector-data``; 0 on success, 2 on bad input."""
-    cfg = SynthConfig(min_side=args.min_side, max_side=args.max_side, overlay_class=args.overlay_class)
-    try:
-        summary = make_detector_data(args.photos, args.out, n_train=args.train, n_val=args.val, seed=args.seed,
-                                     val_fraction=args.val_fraction, workers=args.workers, config=cfg,
-                                     progress=True)
-    except (SynthError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summary)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="make synthetic YOLO data for the pasted-picture detector")
-    add_make_detector_data_arguments(parser)
-    return run_make_detector_data(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,10 +19,8 @@ the labelled mosaic layout), ``amp=False`` (the AMP check downloads a model), ``
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,11 +28,21 @@ from typing import Any
 
 import torch
 
-from detectors.model import DetectorMeta, build_model, save_detector
+from detectors.model import DetectorMeta, save_detector
 from detectors.offline import prepare_ultralytics
-from matcher.fsutil import atomic_write_bytes, atomic_write_text
+from matcher.io.atomic import atomic_write_bytes, atomic_write_text
 
-__all__ = ["TrainConfig", "TrainResult", "add_train_detector_arguments", "run_train_detector", "train_detector"]
+__all__ = ["TrainConfig", "TrainResult", "build_training_model", "train_detector"]
+
+
+def build_training_model(yaml: str = "yolov8n.yaml", nc: int = 1) -> torch.nn.Module:
+    """A randomly initialised ultralytics ``DetectionModel`` from ``yaml`` with ``nc`` classes (CPU, eval mode),
+    for training; ultralytics is prepared (offline, contained: :mod:`detectors.offline`) and imported here. Its
+    state dict is the layout :func:`detectors.network.build_network` loads for inference."""
+    prepare_ultralytics()
+    from ultralytics.nn.tasks import DetectionModel
+
+    return DetectionModel(yaml, ch=3, nc=int(nc), verbose=False).eval()
 
 
 @dataclass
@@ -252,7 +260,7 @@ def _export(trainer: Any, config: TrainConfig, out: Path, wall: float) -> TrainR
     state = torch.load(best, map_location="cpu", weights_only=True)
     nc = int(trainer.data["nc"])
     names = [str(trainer.data["names"][i]) for i in range(nc)]
-    model = build_model(config.yaml, nc)
+    model = build_training_model(config.yaml, nc)
     model.load_state_dict(state["ema"])
     m = trainer.metrics or {}
     map50, map5095 = float(m.get("metrics/mAP50(B)", 0.0)), float(m.get("metrics/mAP50-95(B)", 0.0))
@@ -263,50 +271,3 @@ def _export(trainer: Any, config: TrainConfig, out: Path, wall: float) -> TrainR
     stem = Path(config.yaml).stem
     path = save_detector(model, out / f"detector_{stem}.pt", meta)
     return TrainResult(str(path), int(trainer.epoch) + 1, wall, map50, map5095, str(trainer.save_dir))
-
-
-# ------------------------------------------------------------------------------------------------------------
-# CLI (wired as ``icd train-detector``)
-
-
-def add_train_detector_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``icd train-detector``."""
-    p.add_argument("data", help="data.yaml written by `icd make-detector-data` (ignored with --resume)")
-    p.add_argument("out", help="output folder (runs, checkpoints, final detector_yolov8n.pt/.json)")
-    p.add_argument("--yaml", default="yolov8n.yaml", help="ultralytics model yaml (yolov8n or smaller)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--imgsz", type=int, default=320)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--device", default="cpu", help='"cpu" or a CUDA index such as "0"')
-    p.add_argument("--workers", type=int, default=0, help="dataloader workers (ultralytics uses 0 on CPU)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fraction", type=float, default=1.0, help="share of training images to use")
-    p.add_argument("--hours", type=float, default=0.0,
-                   help="wall-time budget; > 0 re-fits the number of epochs to it after each epoch")
-    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
-    p.add_argument("--init", default="", help="start from these detector weights (.pt with .json beside it)")
-
-
-def run_train_detector(args: argparse.Namespace) -> int:
-    """Run ``icd train-detector``; 0 on success, 2 on bad input."""
-    cfg = TrainConfig(data=args.data, yaml=args.yaml, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                      device=str(args.device), workers=args.workers, seed=args.seed, fraction=args.fraction,
-                      hours=args.hours, init=args.init)
-    try:
-        res = train_detector(cfg, args.out, resume=args.resume)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"trained {res.epochs_done} epochs in {res.wall_seconds / 60:.1f} min: val mAP50 {res.map50:.4f}, "
-          f"mAP50-95 {res.map50_95:.4f}; weights {res.weights}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="train the pasted-picture detector (ultralytics YOLO, offline)")
-    add_train_detector_arguments(parser)
-    return run_train_detector(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,16 +14,16 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # pragma: no cover
     from matcher.api import Matcher
     from matcher.config import MatcherConfig
-    from matcher.io import ImageLoadError, load_image
-    from matcher.pair import PairResult, score_pair
+    from matcher.io.images import ImageLoadError, load_image
+    from matcher.local.engine import PairResult, score_pair
 
 _LAZY = {
     "Matcher": "matcher.api",
     "MatcherConfig": "matcher.config",
-    "ImageLoadError": "matcher.io",
-    "load_image": "matcher.io",
-    "PairResult": "matcher.pair",
-    "score_pair": "matcher.pair",
+    "ImageLoadError": "matcher.io.images",
+    "load_image": "matcher.io.images",
+    "PairResult": "matcher.local.engine",
+    "score_pair": "matcher.local.engine",
 }
 
 

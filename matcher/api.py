@@ -6,7 +6,8 @@
     m.index("references/", "refs.icdindex")              # build or resume an on-disk index
     rows = m.match("queries/", index="refs.icdindex")    # MatchRows: list of dicts, .to_csv(), .to_pandas()
 
-No side effects beyond the files you name: nothing is downloaded, nothing global is changed.
+No side effects beyond the files you name: nothing is downloaded, and the host process is left as it was (its
+environment, ``PIL.Image.open``, ultralytics' settings file: the detector runs without importing ultralytics).
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from matcher.config import MatcherConfig
-from matcher.io import SkippedFile, load_image, read_images
-from matcher.pipeline import PairMatch, Pipeline
+from matcher.io.folders import SkippedFile, read_images
+from matcher.io.images import load_image
+from matcher.pipeline.pipeline import PairMatch, Pipeline
 
 __all__ = ["MatchRows", "Matcher"]
 
@@ -44,7 +46,7 @@ class MatchRows(list):
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write as an ISC submission (query_id,reference_id,score), best first."""
-        from matcher.submission import PredictedMatch, write_predictions
+        from matcher.isc.submission import PredictedMatch, write_predictions
 
         write_predictions(path, [PredictedMatch(r["query_id"], r["reference_id"], r["score"]) for r in self])
 
@@ -70,7 +72,8 @@ class Matcher:
 
     @classmethod
     def from_pretrained(cls, config: MatcherConfig | None = None) -> Matcher:
-        """Load the shipped weights (``weights/``) with ``config`` (default settings when None)."""
+        """Load the shipped weights (:mod:`matcher.resources`; ``config.weights_dir`` overrides their folder)
+        with ``config`` (default settings when None)."""
         return cls(Pipeline(config or MatcherConfig()))
 
     def _image(self, source: Any) -> np.ndarray:
@@ -79,8 +82,8 @@ class Matcher:
     def score(self, query: Any, reference: Any) -> PairMatch:
         """Fused score of one pair through the full pipeline. ``query``/``reference``: path, PIL image or RGB array.
 
-        Raises :class:`~matcher.io.ImageLoadError` naming the input when an image cannot be read."""
-        from matcher.memory_store import MemoryStore
+        Raises :class:`~matcher.io.images.ImageLoadError` naming the input when an image cannot be read."""
+        from matcher.references.memory import MemoryStore
 
         p = self.pipeline
         store = MemoryStore(self.config, p.descriptor)
@@ -93,43 +96,39 @@ class Matcher:
         """Add the reference images (a folder or a list of files) to the on-disk index at ``path`` (created if
         needed; already indexed files are skipped by content). Returns the job summary (``.added``,
         ``.already``, ``.skipped``)."""
-        from matcher.index_store import IndexStore
+        from matcher.references.disk.store import IndexStore
 
-        store = IndexStore.open(path, self.config, create=True, descriptor=self.pipeline.descriptor)
         src = references if isinstance(references, (str, os.PathLike)) else [Path(p) for p in references]
-        return store.add_references(src, progress=progress)
+        with IndexStore.open(path, self.config, create=True, descriptor=self.pipeline.descriptor,
+                             engine=self.pipeline.engine) as store:
+            return store.add_references(src, progress=progress)
 
     def match(self, queries: Any, *, index: str | os.PathLike[str] | None = None,
               references: str | os.PathLike[str] | None = None, top_k: int | None = None,
               progress: bool = False) -> MatchRows:
         """Match queries (a folder, a list of files, or one image path) against ``index`` (a folder made by
-        :meth:`index`) or ``references`` (a folder, indexed in memory). Returns the best ``top_k`` (default
-        ``config.top_k``) rows per query, best first; unreadable query files are listed in ``.skipped``."""
-        from matcher.index_store import IndexStore
-        from matcher.memory_store import MemoryStore
+        :meth:`index`) or ``references`` (a folder, indexed for this call into a temporary folder: the same path
+        as ``icd match --references``). Returns the best ``top_k`` (default ``config.top_k``) rows per query, best
+        first; unreadable query and reference files are listed in ``.skipped``."""
+        from matcher.pipeline.batch import match_queries
+        from matcher.references.open import open_references
 
         p = self.pipeline
         k = self.config.top_k if top_k is None else int(top_k)
-        skipped: list[SkippedFile] = []
-        if index is not None:
-            store: Any = IndexStore.open(index, self.config)
-        elif references is not None:
-            store = MemoryStore(self.config, p.descriptor)
-            rset = read_images(references, config=self.config.load)
-            for rid, _path, image in rset.iter_loaded():
-                store.add(rid, image, p.descriptor, p.engine)
-            skipped.extend(rset.skipped)
-        else:
+        if index is None and references is None:
             raise ValueError("give index= (a folder made by Matcher.index) or references= (a folder)")
         if isinstance(queries, (str, os.PathLike)) and Path(queries).is_file():
             qset = read_images([Path(queries)], config=self.config.load)
         else:
             qset = read_images(queries, config=self.config.load)
         out = MatchRows()
-        items = [(qid, img) for qid, _p, img in qset.iter_loaded()]
-        for q in p.describe_queries(items) if items else []:
-            for m in p.match(q, store)[:k]:
-                out.append(_row(m))
+        opened = (open_references(index=index, config=self.config) if index is not None else
+                  open_references(references=references, config=self.config, descriptor=p.descriptor,
+                                  engine=p.engine, progress=progress))
+        with opened as (store, skipped):
+            items = ((qid, img) for qid, _p, img in qset.iter_loaded())
+            for matches in match_queries(p, store, items):
+                out.extend(_row(m) for m in matches[:k])
         out.skipped = skipped + list(qset.skipped)
         out.sort(key=lambda r: (-r["score"], r["query_id"], r["reference_id"]))
         return out

@@ -123,6 +123,7 @@ class MatcherConfig:
     max_rows: int = 500_000  # rows in a submission, all queries together
     device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
     seed: int = 0
+    weights_dir: str = ""  # folder of the shipped weights files; "" = the installed package's (matcher.resources)
 
     @classmethod
     def make(cls, **overrides: Any) -> MatcherConfig:

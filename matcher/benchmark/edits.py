@@ -38,6 +38,7 @@ from matcher.benchmark.geometry import (
     translation,
     warp_image,
 )
+from matcher.io.images import resize_image
 from matcher.registry import Registry
 
 __all__ = [
@@ -159,14 +160,6 @@ def _identity() -> np.ndarray:
 
 def _rgb(pil: Image.Image) -> np.ndarray:
     return np.array(pil.convert("RGB"), dtype=np.uint8)  # a writable copy
-
-
-def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> (height, width, 3), bicubic with antialiasing (PIL). Maps x -> x * width / W."""
-    w, h = _size(image)
-    if (w, h) == (width, height):
-        return image.copy()
-    return _rgb(Image.fromarray(image).resize((int(width), int(height)), Image.Resampling.BICUBIC))
 
 
 def synthetic_photo(rng: np.random.Generator, width: int = 512, height: int = 384) -> np.ndarray:

@@ -22,7 +22,7 @@ from matcher.benchmark.chain import apply_chain, fit_size
 from matcher.benchmark.edits import EditContext
 from matcher.benchmark.plan import MIN_UNIT_SIDE, Box, Photo, Unit
 from matcher.config import LoadConfig
-from matcher.io import load_image
+from matcher.io.images import load_image
 
 __all__ = ["JPEG_QUALITY", "MAX_SIDE", "MAX_TRIES", "MIN_VISIBLE", "WorkerState", "execute"]
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from matcher.benchmark.edits import CHAIN_FAMILIES
 from matcher.config import LoadConfig
-from matcher.io import ImageLoadError, SkippedFile, load_image, scan_folder
+from matcher.io.folders import SkippedFile, scan_folder
+from matcher.io.images import ImageLoadError, load_image
 
 __all__ = [
     "MIN_UNIT_SIDE", "BenchmarkError", "Box", "Photo", "Unit",

@@ -14,7 +14,7 @@ from torch import nn
 
 from matcher.descriptors.preprocess import normalise_batch, to_batch, uint8_to_float
 
-__all__ = ["describe_images", "describe_tensor", "describe_uint8_squares", "split_norm"]
+__all__ = ["describe_images", "describe_tensor", "describe_uint8_squares"]
 
 
 def _autocast(device: torch.device):
@@ -71,9 +71,3 @@ def describe_uint8_squares(
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out.append(describe_tensor(model, normalise_batch(x, mean, std)).numpy())
     return np.concatenate(out, 0) if out else np.zeros((0, int(getattr(model, "dim", 0))), np.float32)
-
-
-def split_norm(f: np.ndarray, eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) descriptors -> (directions (N, D) float32 unit rows, norms (N,) float32)."""
-    n = np.linalg.norm(f, axis=1).astype(np.float32)
-    return (f / np.maximum(n, eps)[:, None]).astype(np.float32), n

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from matcher.benchmark.edits import resize_image
+from matcher.io.images import resize_image
 
 __all__ = ["normalise_batch", "to_batch", "uint8_to_float"]
 

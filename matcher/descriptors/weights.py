@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from matcher.fsutil import atomic_write_bytes
+from matcher.io.atomic import atomic_write_bytes
 
 __all__ = ["WeightsError", "file_sha256", "load_state", "read_weights", "save_weights"]
 

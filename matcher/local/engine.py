@@ -1,6 +1,7 @@
 """The local-verification engine: a thin stateful wrapper (extractor, score model, config) over the pure functions
-of ``matcher.local``. Features are extracted once per image; matching one query against many references uses the
-packed :class:`~matcher.local.verify.ReferenceBank`."""
+of ``matcher.local``, and the pair-scoring API ``score_pair(query, reference) -> PairResult``. Features are
+extracted once per image; matching one query against many references uses the packed
+:class:`~matcher.local.verify.ReferenceBank`."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -10,10 +11,9 @@ from typing import Any
 import numpy as np
 
 from matcher.config import MatcherConfig
-from matcher.io import ImageLoadError, load_image
+from matcher.io.images import ImageLoadError, load_image
 from matcher.local.evidence import PairEvidence
 from matcher.local.features import create_extractor
-from matcher.local.regions import Region
 from matcher.local.score import LocalScoreModel
 from matcher.local.types import LocalFeatures
 from matcher.local.verify import (
@@ -24,11 +24,30 @@ from matcher.local.verify import (
     region_features,
     verify_query,
 )
+from matcher.regions.region import Region
 
-__all__ = ["LocalEngine", "ScoredPair"]
+__all__ = ["LocalEngine", "PairResult", "ScoredPair", "score_pair"]
 
 # Load refusals that mean "nothing to match" (score 0 with the reason) rather than "broken input" (raised).
 _SCORE_ZERO_REASONS = frozenset({"too_small", "too_many_pixels"})
+
+
+@dataclass
+class PairResult:
+    """The decision on one (query, reference) pair.
+
+    score: calibrated, in [0, 1]; is_copy: score >= threshold; evidence: what decided it (``evidence.reason`` says
+    why a score is 0).
+    """
+
+    score: float
+    is_copy: bool
+    threshold: float
+    evidence: PairEvidence
+
+    def to_dict(self, points: bool = False) -> dict[str, Any]:
+        return {"score": round(float(self.score), 6), "is_copy": bool(self.is_copy), "threshold": self.threshold,
+                "evidence": self.evidence.to_dict(points=points)}
 
 
 @dataclass
@@ -46,7 +65,7 @@ class LocalEngine:
     def __init__(self, config: MatcherConfig | None = None, score_model: LocalScoreModel | None = None) -> None:
         self.config = config or MatcherConfig()
         self.extractor = create_extractor(self.config.local, device=self.config.resolved_device())
-        self.score_model = score_model or LocalScoreModel.load()
+        self.score_model = score_model or LocalScoreModel.load(config=self.config)
 
     # ------------------------------------------------------------------------------------------------ features
     def load(self, source: Any) -> np.ndarray:
@@ -60,16 +79,16 @@ class LocalEngine:
 
     def reference_region_features(self, image: np.ndarray) -> list[tuple[str, LocalFeatures]]:
         """(tag, features) per region of ``config.local.reference_regions`` (default: the full image only)."""
-        return reference_region_features(image, self.extractor, self.config.local)
+        return reference_region_features(image, self.extractor, self.config.local, proposer_config=self.config)
 
     def query_features(self, image: np.ndarray) -> QueryFeatures:
         """Features of each query region of ``config.local.query_regions``."""
-        return extract_query_features(image, self.extractor, self.config.local)
+        return extract_query_features(image, self.extractor, self.config.local, proposer_config=self.config)
 
     # ------------------------------------------------------------------------------------------------ scoring
     def score_pair(self, query: Any, reference: Any):
         """:class:`matcher.pair.PairResult` for one pair (features computed once each)."""
-        from matcher.pair import PairResult
+        from matcher.local.engine import PairResult
 
         images = []
         for side, source in (("query", query), ("reference", reference)):
@@ -117,3 +136,25 @@ class LocalEngine:
         else:
             reason = f"too few tentative matches (< {self.config.local.min_inliers})"
         return PairEvidence(reason=reason, model=self.config.local.model)
+
+
+_ENGINES: dict[str, LocalEngine] = {}
+
+
+def _engine(config: MatcherConfig) -> LocalEngine:
+    """One engine (its extractor and score model) per process, for the last config used."""
+    key = config.to_json()
+    if key not in _ENGINES:
+        _ENGINES.clear()
+        _ENGINES[key] = LocalEngine(config)
+    return _ENGINES[key]
+
+
+def score_pair(query: Any, reference: Any, config: MatcherConfig | None = None) -> PairResult:
+    """Score whether ``query`` is an edited copy of ``reference`` by local verification alone.
+
+    query, reference: a path, PIL image, numpy array (H, W[, C]) or bytes; loaded with
+    :func:`matcher.io.images.load_image` (raises :class:`~matcher.io.images.ImageLoadError` for unreadable input).
+    Images without keypoints (flat colour, tiny) give score 0 with the reason in ``evidence.reason``.
+    """
+    return _engine(config or MatcherConfig()).score_pair(query, reference)

@@ -36,8 +36,8 @@ from matcher.local.geometry import (
     frame_quad,
     polygon_area,
 )
-from matcher.local.regions import Region
 from matcher.local.types import LocalFeatures
+from matcher.regions.region import Region
 
 __all__ = ["CONTAINMENTS", "FULL", "MatchesLike", "PairEvidence", "evidence_from_matches", "frame_fraction"]
 

@@ -6,7 +6,8 @@ with ``coverage = max(query_coverage, reference_coverage)`` and all weights >= 0
 non-decreasing in each piece of evidence. Unverified evidence (``reason`` set: no keypoints, too few matches,
 degenerate fit) scores exactly 0. The weights are fitted by logistic regression (non-negative weights) on pairs from
 a benchmark built from the ``train`` photos (``bench/fit_local_score.py``) and shipped as plain JSON in
-``weights/local_score.json``; :data:`DEFAULT_WEIGHTS` is the fallback when that file is absent.
+``weights/local_score.json``; the hand-set defaults of :class:`LocalScoreModel` are the fallback when that file is
+absent. The fitting (:func:`matcher.training.local_score.fit_logistic`) is training code, outside this module.
 """
 from __future__ import annotations
 
@@ -14,16 +15,25 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from matcher.local.evidence import PairEvidence
+from matcher.resources import LOCAL_SCORE, shipped_path
 
-__all__ = ["DEFAULT_WEIGHTS_PATH", "FEATURE_NAMES", "LocalScoreModel", "evidence_features", "fit_logistic"]
+if TYPE_CHECKING:  # pragma: no cover
+    from matcher.config import MatcherConfig
+
+__all__ = ["FEATURE_NAMES", "LocalScoreModel", "default_local_score_path", "evidence_features"]
 
 FEATURE_NAMES = ("log1p_inliers", "inlier_ratio", "coverage")
-DEFAULT_WEIGHTS_PATH = Path(__file__).resolve().parents[2] / "weights" / "local_score.json"
 FORMAT = "icd-local-score/1"
+
+
+def default_local_score_path(config: MatcherConfig | None = None) -> Path:
+    """The shipped local score model (``weights/local_score.json``, through :mod:`matcher.resources`)."""
+    return shipped_path(LOCAL_SCORE, config)
 
 
 def evidence_features(ev: PairEvidence) -> np.ndarray:
@@ -56,9 +66,10 @@ class LocalScoreModel:
         return 1.0 / (1.0 + math.exp(-z))
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> LocalScoreModel:
-        """The fitted model from ``path`` (default ``weights/local_score.json``); the default model if absent."""
-        p = Path(path) if path is not None else DEFAULT_WEIGHTS_PATH
+    def load(cls, path: str | Path | None = None, config: MatcherConfig | None = None) -> LocalScoreModel:
+        """The fitted model from ``path`` (default: the shipped ``weights/local_score.json``); the hand-set default
+        model when no path is given and the shipped file is absent."""
+        p = Path(path) if path is not None else default_local_score_path(config)
         if not p.exists():
             if path is not None:
                 raise FileNotFoundError(f"local score weights not found: {p}")
@@ -73,31 +84,10 @@ class LocalScoreModel:
 
     def save(self, path: str | Path, **card: object) -> None:
         """Write as JSON (atomically), with extra model-card fields ``card``."""
-        from matcher.fsutil import atomic_write
+        from matcher.io.atomic import atomic_write
 
         data = {"format": FORMAT, "features": list(FEATURE_NAMES), **asdict(self), **card}
         data["weights"] = list(self.weights)
         with atomic_write(path, mode="w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, iters: int = 3000, lr: float = 0.5) -> tuple[np.ndarray, float]:
-    """Logistic regression with non-negative weights by projected gradient descent on standardised features.
-
-    x: (n, F) float features, y: (n,) {0, 1}. Returns (weights (F,) >= 0 in the raw feature scale, bias).
-    """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    mu, sd = x.mean(0), x.std(0) + 1e-9
-    z = (x - mu) / sd
-    w = np.zeros(x.shape[1])
-    b = 0.0
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(z @ w + b)))
-        g = p - y
-        w -= lr * (z.T @ g / len(y) + l2 * w)
-        b -= lr * g.mean()
-        w = np.maximum(w, 0.0)  # standardisation divides by sd > 0, so sign is preserved in the raw scale
-    w_raw = w / sd
-    return w_raw, float(b - np.dot(w_raw, mu))

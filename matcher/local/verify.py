@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from matcher.config import LocalConfig
+from matcher.config import LocalConfig, MatcherConfig
 from matcher.local.evidence import PairEvidence, evidence_from_matches
 from matcher.local.features import MIRROR_PERMUTATION, LocalFeatureExtractor
 from matcher.local.matching import (
@@ -22,9 +22,10 @@ from matcher.local.matching import (
     match_one_to_many_split,
     mirror_split,
 )
-from matcher.local.regions import Region, propose_regions
 from matcher.local.score import LocalScoreModel
 from matcher.local.types import LocalFeatures
+from matcher.regions.proposers import propose_regions
+from matcher.regions.region import Region
 
 __all__ = ["QueryFeatures", "ReferenceBank", "extract_query_features", "reference_region_features", "region_features", "verify_query"]
 
@@ -115,25 +116,25 @@ def region_features(image: np.ndarray, region: Region, extractor: LocalFeatureEx
     )
 
 
-def reference_region_features(image: np.ndarray, extractor: LocalFeatureExtractor,
-                              config: LocalConfig) -> list[tuple[str, LocalFeatures]]:
+def reference_region_features(image: np.ndarray, extractor: LocalFeatureExtractor, config: LocalConfig, *,
+                              proposer_config: MatcherConfig | None = None) -> list[tuple[str, LocalFeatures]]:
     """(tag, features) of every crop region of ``config.reference_regions`` (the full image first when listed);
-    keypoints in original reference px. ``"yolo"`` adds detected picture boxes as extra reference regions."""
-    if "yolo" in config.reference_regions:
-        import detectors.detect  # noqa: F401  (registers the "yolo" proposer)
-    regions = [r for r in propose_regions(image, config.reference_regions) if not (r.rotation or r.flip)]
+    keypoints in original reference px. ``"yolo"`` adds detected picture boxes as extra reference regions (with the
+    detector settings of ``proposer_config``)."""
+    regions = [r for r in propose_regions(image, config.reference_regions, config=proposer_config)
+               if not (r.rotation or r.flip)]
     return [(r.tag, region_features(image, r, extractor)) for r in regions]
 
 
-def extract_query_features(image: np.ndarray, extractor: LocalFeatureExtractor, config: LocalConfig) -> QueryFeatures:
+def extract_query_features(image: np.ndarray, extractor: LocalFeatureExtractor, config: LocalConfig, *,
+                           proposer_config: MatcherConfig | None = None) -> QueryFeatures:
     """Features of every crop region of ``config.query_regions`` (rotation/flip regions are skipped).
 
-    ``"yolo"`` (detected picture boxes) needs the ``detectors`` package, imported here on first use; without
-    usable weights it falls back to the 2x2 grid and logs that once.
+    ``"yolo"`` (detected picture boxes, with the detector settings of ``proposer_config``) falls back to the 2x2
+    grid without usable detector weights, and logs that once.
     """
-    if "yolo" in config.query_regions:
-        import detectors.detect  # noqa: F401  (registers the "yolo" proposer)
-    regions = [r for r in propose_regions(image, config.query_regions) if not (r.rotation or r.flip)]
+    regions = [r for r in propose_regions(image, config.query_regions, config=proposer_config)
+               if not (r.rotation or r.flip)]
     return QueryFeatures(regions, [region_features(image, r, extractor) for r in regions])
 
 

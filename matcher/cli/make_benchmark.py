@@ -1,0 +1,46 @@
+"""``icd make-benchmark PHOTOS OUT``: a DISC-like copy-detection benchmark from a folder of photos
+(:mod:`matcher.benchmark.builder`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["add_make_benchmark_arguments", "run_make_benchmark"]
+
+
+def add_make_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``icd make-benchmark PHOTOS OUT`` (and ``bench/make_dataset.py``)."""
+    parser.add_argument("photos", type=Path, help="folder of photos (searched recursively)")
+    parser.add_argument("out", type=Path, help="output folder (image folders, CSVs, manifest)")
+    parser.add_argument("--references", type=int, default=1000, help="references (default: %(default)s)")
+    parser.add_argument("--queries", type=int, default=2000, help="copies + negatives (default: %(default)s)")
+    parser.add_argument("--copy-fraction", type=float, default=0.4, help="copy share (default: %(default)s)")
+    parser.add_argument("--distractors", type=int, default=0, help="uncopied refs (default: %(default)s)")
+    parser.add_argument("--background", type=int, default=100, help="background (default: %(default)s)")
+    parser.add_argument("--holistic", type=int, default=100, help="holistic negatives (default: %(default)s)")
+    parser.add_argument("--same-scene", type=int, default=50, help="same-scene pairs (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_make_benchmark(args: argparse.Namespace) -> int:
+    """Run the builder from parsed arguments; prints the summary. Returns 0, or 2 on bad settings."""
+    from matcher.benchmark.builder import BenchmarkError, build_benchmark
+
+    t0 = time.perf_counter()
+    try:
+        summary = build_benchmark(
+            args.photos, args.out, n_references=args.references, n_queries=args.queries,
+            copy_fraction=args.copy_fraction, n_distractors=args.distractors, n_background=args.background,
+            n_holistic=args.holistic, n_same_scene=args.same_scene, seed=args.seed, workers=args.workers,
+            progress=not args.quiet,
+        )
+    except (BenchmarkError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary)
+    print(f"  wall time: {time.perf_counter() - t0:.1f} s")
+    return 0

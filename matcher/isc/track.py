@@ -1,0 +1,105 @@
+"""The matching-track job over folders: queries (and references or a stored index) -> ISC submission.
+
+``run_pipeline_match`` opens the references (:func:`~matcher.references.open.open_references`: an index, or a
+folder indexed into ``index_dir`` or a temporary folder), matches the query folder chunk by chunk
+(:func:`~matcher.pipeline.batch.match_queries`: load, bad files skipped and reported, describe, candidates,
+verification, fusion; one progress bar per stage) and writes the submission and its skipped-files list.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from matcher.config import MatcherConfig
+from matcher.io.folders import read_images, write_skipped_csv
+from matcher.io.progress import ProgressBars
+from matcher.isc.exhaustive import MatchSummary
+from matcher.isc.submission import PredictedMatch, cap_total, write_predictions
+from matcher.pipeline.batch import match_queries
+from matcher.pipeline.pipeline import PairMatch, Pipeline
+from matcher.pipeline.timer import StageTimer
+from matcher.references.open import open_references
+
+__all__ = ["PipelineSummary", "run_pipeline_match"]
+
+
+@dataclass
+class PipelineSummary(MatchSummary):
+    """What a pipeline job did: :class:`MatchSummary` plus candidate pairs verified and pairs above the threshold."""
+
+    n_candidates: int = 0
+    n_copies: int = 0
+
+    def __str__(self) -> str:
+        t = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+        qps = self.n_queries / max(self.seconds.get("queries_total", 0.0), 1e-9)
+        return (f"matched {self.n_queries} queries against {self.n_references} references ({self.n_candidates} "
+                f"candidate pairs verified, {qps:.2f} queries/s): {self.n_rows} rows -> {self.output}; "
+                f"{self.n_copies} pairs above the threshold; skipped {len(self.skipped)} file(s); time: {t}")
+
+
+def run_pipeline_match(queries: str | Path, output: str | Path, *, references: str | Path | None = None,
+                       index_dir: str | Path | None = None, config: MatcherConfig | None = None,
+                       pipeline: Pipeline | None = None, progress: bool = True, chunk: int = 64,
+                       on_query: Callable[[list[PairMatch]], None] | None = None) -> PipelineSummary:
+    """Match the images under ``queries`` against ``references`` (a folder, indexed on the fly, into ``index_dir``
+    when given) or against an existing index at ``index_dir``; write ``output`` (ISC CSV, at most
+    ``config.top_k`` rows per query, ``config.max_rows`` in total) and ``skipped.csv`` beside it.
+
+    ``on_query`` receives every query's scored candidates (all of them, best first), e.g. for benchmarks.
+    """
+    if references is None and index_dir is None:
+        raise ValueError("give references (a folder) or index_dir (an index built by `icd index`)")
+    output = Path(output)
+    summary = PipelineSummary(output=str(output))
+    t_start = time.perf_counter()
+    pipe = pipeline
+    if references is not None:
+        pipe = pipe or Pipeline(config)  # the store describes the references with the pipeline's descriptor
+        opened = open_references(references=references, index=index_dir, config=pipe.config,
+                                 descriptor=pipe.descriptor, engine=pipe.engine, progress=progress)
+    else:
+        opened = open_references(index=index_dir, config=config or (pipeline.config if pipeline else None))
+    with opened as (store, skipped):
+        summary.skipped.extend(skipped)
+        pipe = pipe or Pipeline(store.config)
+        summary.seconds["references"] = time.perf_counter() - t_start
+        cfg = pipe.config
+        summary.n_references = len(store)
+
+        t_q = time.perf_counter()
+        timer = StageTimer()
+        qset = read_images(queries, config=cfg.load)
+        rows: list[PredictedMatch] = []
+        bars = ProgressBars(enabled=progress)
+        described = 0
+
+        def on_described(n: int) -> None:
+            nonlocal described
+            described += n
+            bars("describe", described, len(qset))
+
+        loaded = ((qid, image) for qid, _path, image in qset.iter_loaded())
+        try:
+            for matches in match_queries(pipe, store, loaded, chunk=chunk, timer=timer, on_described=on_described):
+                summary.n_candidates += len(matches)
+                if on_query is not None:
+                    on_query(matches)
+                for m in matches[: cfg.top_k]:
+                    rows.append(PredictedMatch(m.query_id, m.reference_id, float(m.score)))
+                    summary.n_copies += int(m.is_copy)
+                summary.n_queries += 1
+                bars("match", summary.n_queries, len(qset))
+        finally:
+            bars.close()
+        summary.skipped.extend(qset.skipped)
+        summary.seconds.update({k: round(v, 3) for k, v in timer.seconds.items()})
+        summary.seconds["queries_total"] = time.perf_counter() - t_q
+
+    rows = cap_total(rows, cfg.max_rows)
+    write_predictions(output, rows, max_rows=cfg.max_rows)
+    write_skipped_csv(summary.skipped, output.with_name("skipped.csv"))
+    summary.n_rows = len(rows)
+    return summary

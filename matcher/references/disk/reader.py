@@ -1,0 +1,360 @@
+"""The read side of the on-disk index: what matching reads about the references (ids, metadata, global and crop
+descriptors, the faiss index, local features, the keypoint voter), from the database and the files beside it.
+
+The faiss index of global descriptors (``global/``) is used when it agrees with the ``refs`` table, else rebuilt
+from the stored descriptors (and saved when no other process is writing), so a crash never leaves a wrong index in
+use. The crop index is built in memory on first use. Local features come from the feature store through an
+in-memory LRU. The keypoint voter is read and kept up to date by :mod:`matcher.references.disk.voter`.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from matcher.config import MatcherConfig
+from matcher.local.types import LocalFeatures
+from matcher.references.disk.lock import write_lock
+from matcher.references.disk.schema import (
+    DB_NAME,
+    GLOBAL_DIR,
+    LOCAL_DIR,
+    BackgroundRow,
+    IndexStoreError,
+    RefRow,
+)
+from matcher.references.features import FeatureCache, FeatureStore, FeatureStoreError
+from matcher.retrieval.index import ReferenceIndex, ReferenceIndexError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import faiss
+
+    from matcher.retrieval.voting import KeypointVoter
+
+__all__ = ["DEFAULT_CACHE_BYTES", "IndexReader", "RegionIndex"]
+
+DEFAULT_CACHE_BYTES = 512 << 20  # in-memory LRU of decoded local features, bytes
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(n, 1e-12), np.float32)
+
+
+@dataclass
+class RegionIndex:
+    """The in-memory faiss index of every reference crop: ``index`` row j is crop ``crop[j]`` (position in
+    :meth:`IndexReader.region_descriptors`) of reference row ``owner[j]``; ``most``: the most crops of one
+    reference."""
+
+    index: faiss.Index
+    owner: np.ndarray  # (C,) int64
+    crop: np.ndarray  # (C,) int64
+    most: int = 0
+
+    def add(self, items: Sequence[tuple[int, np.ndarray]]) -> None:
+        """Append (reference row, crop descriptors (n, D)) items."""
+        if not items:
+            return
+        parts = [d for _, d in items if len(d)]
+        if parts:
+            self.index.add(_unit_rows(np.concatenate(parts).astype(np.float32)))
+        self.owner = np.concatenate([self.owner, *[np.full(len(d), r, np.int64) for r, d in items]])
+        self.crop = np.concatenate([self.crop, *[np.arange(len(d), dtype=np.int64) for _, d in items]])
+        self.most = max([self.most, *[len(d) for _, d in items]])
+
+
+class IndexReader:
+    """The read API of an index folder (a :class:`~matcher.references.store.ReferenceStore`). Made by
+    :meth:`matcher.references.disk.store.IndexStore.open`, which also checks the folder and the config."""
+
+    def __init__(self, path: Path, con: sqlite3.Connection, info: dict[str, Any], config: MatcherConfig,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        from matcher.references.disk.voter import SavedVoter
+
+        self.path = path
+        self.config = config
+        self._con = con
+        self._db_lock = threading.RLock()
+        self._features_lock = threading.Lock()
+        self._info = info
+        self._lock_depth = 0  # > 0 while this object holds the folder's write lock
+        self._cache = FeatureCache(cache_bytes)
+        self._global: ReferenceIndex | None = None
+        self._global_dirty = False
+        self._global_cache: np.ndarray | None = None
+        self._region: RegionIndex | None = None
+        self._voter = SavedVoter(self)
+        self._load_state()
+
+    # ------------------------------------------------------------------------------------------- state
+    def _load_state(self) -> None:
+        """(Re)read the row metadata, the feature store and the global index from disk."""
+        with self._db_lock:
+            refs = self._con.execute("SELECT row, id, sha256 FROM refs ORDER BY row").fetchall()
+            bg = self._con.execute("SELECT row, id, sha256 FROM background ORDER BY row").fetchall()
+        for name, rows in (("refs", refs), ("background", bg)):
+            if any(r[0] != i for i, r in enumerate(rows)):
+                raise IndexStoreError(f"{self.path / DB_NAME}: table {name} has non-contiguous rows (corrupt)")
+        self._ids: list[str] = [r[1] for r in refs]
+        self._shas: list[str] = [r[2] for r in refs]
+        self._row_by_id = {r: i for i, r in enumerate(self._ids)}
+        self._row_by_sha: dict[str, int] = {}
+        for i, s in enumerate(self._shas):
+            self._row_by_sha.setdefault(s, i)
+        self._bg_ids = [r[1] for r in bg]
+        self._bg_sha_by_id = {r[1]: r[2] for r in bg}
+        self._bg_row_by_sha: dict[str, int] = {}
+        for r in bg:
+            self._bg_row_by_sha.setdefault(r[2], r[0])
+        self._features = self._open_features()
+        self._region = None
+        self._global = self._load_global()
+
+    def _open_features(self) -> FeatureStore | None:
+        """The local feature store as it is on disk now (None when the index keeps no local features)."""
+        signature = self._info.get("local_signature")
+        if signature is None:
+            return None
+        try:
+            # ~1.7 MB per shard of 16 references: 128 decoded shards (~220 MB) keep random access off the disk
+            return FeatureStore(self.path / LOCAL_DIR, signature, cache_shards=128)
+        except FeatureStoreError as e:
+            raise IndexStoreError(f"{self.path}: local feature store unusable ({e})") from None
+
+    def _appended_refs(self, rows: Sequence[RefRow]) -> None:
+        """Take newly committed reference rows into the in-memory state (ids, global and crop indexes)."""
+        dim = self.dim
+        for r in rows:
+            self._row_by_id[r.id] = r.row
+            self._row_by_sha.setdefault(r.sha256, r.row)
+            self._ids.append(r.id)
+            self._shas.append(r.sha256)
+        assert self._global is not None
+        if not self._global.index.is_trained:  # an empty IVF-PQ: never train it on one small batch; flat now,
+            import dataclasses  # converted by the writer's finish once the job is done
+
+            model, sha, _ = self._meta()
+            self._global = ReferenceIndex.create(dim, model, sha, dataclasses.replace(
+                self.config.descriptor, index_type="flat"))
+        self._global.add([r.id for r in rows], np.stack([r.descriptor_array() for r in rows]).reshape(-1, dim))
+        self._global_dirty = True
+        if self._region is not None:
+            self._region.add([(r.row, r.region_descriptor_array(dim)) for r in rows])
+
+    def _appended_background(self, rows: Sequence[BackgroundRow]) -> None:
+        """Take newly committed background rows into the in-memory state."""
+        for r in rows:
+            self._bg_ids.append(r.id)
+            self._bg_sha_by_id[r.id] = r.sha256
+            self._bg_row_by_sha.setdefault(r.sha256, r.row)
+
+    def _rows_sha256(self, n: int) -> str:
+        """Digest of the first ``n`` rows' (id, content sha256): which references a saved voter's rows are."""
+        h = hashlib.sha256()
+        for i in range(n):
+            h.update(f"{self._ids[i]}\t{self._shas[i]}\n".encode())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------------------------------- global index
+    def _meta(self) -> tuple[str, str | None, int]:
+        return (str(self._info["descriptor_model"]), self._info.get("descriptor_sha256"),
+                int(self._info["descriptor_dim"]))
+
+    @property
+    def dim(self) -> int:
+        """Global descriptor size D."""
+        return int(self._info["descriptor_dim"])
+
+    def _load_global(self) -> ReferenceIndex:
+        """The saved faiss index if it agrees with the refs table, else one rebuilt from the stored descriptors."""
+        model, sha, dim = self._meta()
+        with contextlib.suppress(ReferenceIndexError, OSError, ValueError, RuntimeError, KeyError):
+            gi = ReferenceIndex.load(self.path / GLOBAL_DIR)
+            if gi.ids == self._ids and gi.meta.get("model") == model and gi.meta.get("model_hash") == sha \
+                    and gi.dim == dim:
+                self._global_dirty = False
+                return gi
+        gi = ReferenceIndex.create(dim, model, sha, self.config.descriptor, n_expected=len(self._ids))
+        gi.add(self._ids, self.global_descriptors())
+        self._global_dirty = True
+        self._save_global_if_free(gi)
+        return gi
+
+    def _save_global_if_free(self, gi: ReferenceIndex) -> None:
+        """Write the rebuilt index when no other process is writing (else keep it in memory only)."""
+        if self._lock_depth:
+            return  # saved at the end of the job
+        with contextlib.suppress(IndexStoreError, OSError), write_lock(self.path, ""):
+            gi.save(self.path / GLOBAL_DIR)
+            self._global_dirty = False
+
+    # ------------------------------------------------------------------------------------------- read side
+    @property
+    def ids(self) -> list[str]:
+        """Reference ids in row order (do not modify)."""
+        return self._ids
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The stored index information (format, model, config, ...) plus current counts."""
+        return {**self._info, "count": len(self._ids), "background_count": len(self._bg_ids),
+                "path": str(self.path)}
+
+    @property
+    def global_index(self) -> ReferenceIndex:
+        """faiss index of the global descriptors; row i = reference ``ids[i]``."""
+        assert self._global is not None
+        return self._global
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, ref_id: object) -> bool:
+        return ref_id in self._row_by_id
+
+    def row_of(self, ref_id: str) -> int:
+        """Row of reference ``ref_id`` (KeyError when not indexed)."""
+        return self._row_by_id[ref_id]
+
+    def _check_rows(self, rows: Sequence[int]) -> list[int]:
+        out = [int(r) for r in rows]
+        bad = [r for r in out if not 0 <= r < len(self._ids)]
+        if bad:
+            raise IndexError(f"reference row {bad[0]} out of range (index holds {len(self._ids)} references)")
+        return out
+
+    def records(self, rows: Sequence[int]) -> list[dict[str, Any]]:
+        """Metadata of ``rows``: dicts with id, path, width, height (px), sha256, in the order given."""
+        rows = self._check_rows(rows)
+        found: dict[int, dict[str, Any]] = {}
+        uniq = sorted(set(rows))
+        with self._db_lock:
+            for s in range(0, len(uniq), 500):
+                chunk = uniq[s:s + 500]
+                q = ("SELECT row, id, path, width, height, sha256 FROM refs WHERE row IN "
+                     f"({','.join('?' * len(chunk))})")
+                for r, i, p, w, h, sha in self._con.execute(q, chunk):
+                    found[r] = {"id": i, "path": p, "width": w, "height": h, "sha256": sha}
+        return [dict(found[r]) for r in rows]
+
+    def _descriptors(self, table: str) -> np.ndarray:
+        dim = self.dim
+        with self._db_lock:
+            blobs = [b for (b,) in self._con.execute(f"SELECT descriptor FROM {table} ORDER BY row")]
+        if not blobs:
+            return np.zeros((0, dim), np.float32)
+        return np.frombuffer(b"".join(blobs), "<f4").reshape(len(blobs), dim).astype(np.float32)
+
+    def global_descriptors(self) -> np.ndarray:
+        """(N, D) float32 unnormalised global descriptors of the references, row order (kept in memory after the
+        first call and re-read when references were added; do not modify)."""
+        cached = self._global_cache
+        if cached is None or len(cached) != len(self):
+            cached = self._descriptors("refs")
+            self._global_cache = cached
+        return cached
+
+    def background_descriptors(self) -> np.ndarray:
+        """(B, D) float32 unnormalised descriptors of the background set ((0, D) when there is none)."""
+        return self._descriptors("background")
+
+    def region_descriptors(self, row: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Crops of reference ``row``: (tags, boxes (n, 4) int32 x0, y0, x1, y1 original px, descriptors (n, D)
+        float32 unnormalised, stored as float16)."""
+        (row,) = self._check_rows([row])
+        with self._db_lock:
+            tags, boxes, desc = self._con.execute(
+                "SELECT region_tags, region_boxes, region_descriptors FROM refs WHERE row = ?", (row,)).fetchone()
+        return (list(json.loads(tags)), np.frombuffer(boxes, "<i4").reshape(-1, 4).astype(np.int32),
+                np.frombuffer(desc, "<f2").reshape(-1, self.dim).astype(np.float32))
+
+    def _region_index(self) -> RegionIndex:
+        if self._region is None:
+            import faiss
+
+            dim = self.dim
+            self._region = RegionIndex(faiss.IndexFlatIP(dim), np.zeros(0, np.int64), np.zeros(0, np.int64))
+            with self._db_lock:
+                blobs = self._con.execute("SELECT row, region_descriptors FROM refs ORDER BY row").fetchall()
+            self._region.add([(r, np.frombuffer(b, "<f2").reshape(-1, dim)) for r, b in blobs])
+        return self._region
+
+    def search_regions(self, queries: np.ndarray, k: int, *, per_reference: bool = False,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-``k`` reference crops by cosine for queries (M, D) float32 unnormalised.
+
+        Returns (ref_rows (M, k) int64, region_idx (M, k) int64 = position in :meth:`region_descriptors`,
+        cosine (M, k) float32), best first, padded with -1 / -1 / -inf. ``per_reference`` keeps only the
+        best crop of each reference (k distinct references).
+        """
+        q = np.asarray(queries, np.float32)
+        dim = self.dim
+        if q.ndim != 2 or (q.shape[0] and q.shape[1] != dim):
+            raise ValueError(f"region queries must be (M, {dim}), got shape {q.shape}")
+        k = max(1, int(k))
+        m = q.shape[0]
+        out_rows = np.full((m, k), -1, np.int64)
+        out_idx = np.full((m, k), -1, np.int64)
+        out_cos = np.full((m, k), -np.inf, np.float32)
+        reg = self._region_index()
+        if m == 0 or reg.index.ntotal == 0:
+            return out_rows, out_idx, out_cos
+        kk = min(reg.index.ntotal, k * reg.most if per_reference else k)
+        cos, hits = reg.index.search(_unit_rows(q), kk)
+        for i in range(m):
+            seen: set[int] = set()
+            j = 0
+            for c, h in zip(cos[i], hits[i], strict=True):
+                if h < 0 or j == k:
+                    break
+                r = int(reg.owner[h])
+                if per_reference:
+                    if r in seen:
+                        continue
+                    seen.add(r)
+                out_rows[i, j], out_idx[i, j], out_cos[i, j] = r, reg.crop[h], c
+                j += 1
+        return out_rows, out_idx, out_cos
+
+    def local_features(self, rows: Sequence[int]) -> list[LocalFeatures]:
+        """Full-picture local features of ``rows`` (from the feature store, through an in-memory LRU; shared
+        objects: do not modify). Raises :class:`IndexStoreError` when the index holds no local features."""
+        rows = self._check_rows(rows)
+        if self._features is None:
+            raise IndexStoreError(f"{self.path}: this index holds no local features (index.local_features off)")
+        store = self._features
+        out = []  # references are matched with plain descriptors only (the query carries the mirrored ones)
+        for r in rows:
+            sha = self._shas[r]
+            if sha not in store:
+                raise IndexStoreError(f"{self.path}: local features of reference {self._ids[r]!r} are missing")
+            with self._features_lock:  # FeatureStore's shard cache is not thread-safe
+                out.append(self._cache.get_or_compute(sha, lambda s=sha: store.get(s, with_mirrored=False)))
+        return out
+
+    def feature_chunks(self, start: int, stop: int, size: int = 256) -> Iterator[list[LocalFeatures]]:
+        """Local features of rows ``start``..``stop``-1, ``size`` references at a time."""
+        for a in range(start, stop, size):
+            yield self.local_features(range(a, min(stop, a + size)))
+
+    def keypoint_voter(self, *, seed: int | None = None, nprobe: int = 8) -> KeypointVoter:
+        """The keypoint voter (:mod:`matcher.retrieval.voting`) over every reference's local features, row i =
+        reference ``ids[i]``: the one saved in ``voter/`` when it fits (rows added since are appended), else one
+        built from the feature store chunk by chunk (never all features in memory at once). Saved back when it
+        changed and no other process is writing. :class:`IndexStoreError` when the index holds no local
+        features."""
+        return self._voter.get(seed=seed, nprobe=nprobe)
+
+    def voter_is_current(self, seed: int | None = None) -> bool:
+        """True when the saved voter covers every reference (queries load it instead of updating it)."""
+        return self._voter.is_current(int(self.config.seed if seed is None else seed))

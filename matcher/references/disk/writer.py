@@ -1,0 +1,359 @@
+"""The write side of the on-disk index: adding references (or background pictures) batch by batch.
+
+Each batch of ``config.index.batch_size`` pictures is read and hashed; pictures whose (id, content) is indexed
+already are counted without decoding; the others are decoded and described (one batched descriptor pass over the
+pictures and their crops, plus local features), their local features are appended to the feature store, then
+their rows are committed in ONE SQLite transaction. A crash loses at most the current batch: features written
+before the crash are found by content hash and reused on the next run. At the end of a job the faiss index is
+saved (converted to IVF-PQ when the collection outgrew a flat one) and the keypoint voter brought up to date, so
+that query processes load it instead of building it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from matcher.io.folders import SkippedFile, scan_folder
+from matcher.io.images import ImageLoadError, load_image
+from matcher.io.progress import Progress, no_progress
+from matcher.local.types import LocalFeatures
+from matcher.references.disk.compat import check_descriptor, check_signature
+from matcher.references.disk.lock import write_lock
+from matcher.references.disk.schema import (
+    GLOBAL_DIR,
+    BackgroundRow,
+    RefRow,
+    count_rows,
+    insert_background,
+    insert_refs,
+    read_background,
+    read_ref,
+)
+from matcher.references.records import ReferenceRecord, describe_references
+from matcher.retrieval.index import ReferenceIndex
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matcher.descriptors.extractor import GlobalDescriptor
+    from matcher.local.engine import LocalEngine
+    from matcher.references.disk.reader import IndexReader
+
+__all__ = ["IndexJobSummary", "IndexWriter", "writing"]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexJobSummary:
+    """What one :meth:`IndexWriter.add` call did. ``seconds``: wall time per stage, s."""
+
+    added: int = 0  # new rows (a new id whose content is already indexed is added without decoding)
+    already: int = 0  # files whose id and content were already indexed
+    skipped: list[SkippedFile] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    total: int = 0  # rows of the table after the job
+    kind: str = "references"  # "references" or "background"
+
+    def __str__(self) -> str:
+        t = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+        return (f"{self.kind}: added {self.added}, already indexed {self.already}, skipped {len(self.skipped)}; "
+                f"{self.total} in the index; time: {t}")
+
+
+@dataclass
+class _Pending:
+    """One row to insert: a new picture (``record``) or a copy of stored content (``copy_of``)."""
+
+    id: str
+    path: Path
+    sha256: str
+    nbytes: int
+    record: ReferenceRecord | None = None
+    copy_of: int | None = None  # stored row with the same content
+    image: np.ndarray | None = None
+
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of a regular file; :class:`ImageLoadError` (reason missing / not_a_file / unreadable)."""
+    name = str(path)
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageLoadError(name, "not_a_file", "is a directory" if stat.S_ISDIR(st.st_mode)
+                                 else "is not a regular file")
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise ImageLoadError(name, "missing", "no such file") from e
+    except OSError as e:
+        raise ImageLoadError(name, "unreadable", f"cannot read file ({e.strerror or e})") from e
+
+
+def _skip(path: Path, exc: ImageLoadError) -> SkippedFile:
+    return SkippedFile(str(path), exc.reason, f"cannot load '{path}': {exc.detail}")
+
+
+@contextlib.contextmanager
+def writing(reader: IndexReader) -> Iterator[None]:
+    """Hold the folder's write lock for ``reader`` (re-entrant within the object); state read before it is
+    refreshed (another process may have written since the index was opened)."""
+    if reader._lock_depth:
+        reader._lock_depth += 1
+        try:
+            yield
+        finally:
+            reader._lock_depth -= 1
+        return
+    with write_lock(reader.path, f"{reader.path}: index is being written by another process"):
+        reader._lock_depth = 1
+        try:
+            with reader._db_lock:
+                n, nb = count_rows(reader._con)
+            if n != len(reader._ids) or nb != len(reader._bg_ids):  # another process wrote since we opened
+                reader._load_state()
+            else:  # features of a crashed writer's last batch may have landed since
+                reader._features = reader._open_features()
+            yield
+        finally:
+            reader._lock_depth = 0
+
+
+class IndexWriter:
+    """Adds pictures to an open index (``reader``) with the given models (loaded on first need when None)."""
+
+    def __init__(self, reader: IndexReader, descriptor: GlobalDescriptor | None = None,
+                 engine: LocalEngine | None = None) -> None:
+        self.reader = reader
+        self._descriptor = descriptor
+        self._engine = engine
+
+    # ------------------------------------------------------------------------------------------- models
+    def descriptor(self) -> GlobalDescriptor:
+        """The descriptor model (the index's: refused when it differs)."""
+        if self._descriptor is None:
+            from matcher.descriptors.extractor import GlobalDescriptor
+
+            self._descriptor = GlobalDescriptor(self.reader.config)
+        check_descriptor(self.reader.path, self.reader._info, self._descriptor)
+        return self._descriptor
+
+    def engine(self) -> LocalEngine:
+        """The local engine (the index's feature extractor: refused when it differs)."""
+        if self._engine is None:
+            from matcher.local.engine import LocalEngine
+
+            self._engine = LocalEngine(self.reader.config)
+        check_signature(self.reader.path, self.reader._info, self._engine.extractor.signature())
+        return self._engine
+
+    # ------------------------------------------------------------------------------------------- the job
+    def add(self, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+            progress: Progress | None = None, background: bool = False,
+            batch_size: int | None = None) -> IndexJobSummary:
+        """Index the pictures of ``source`` (a folder, a file, or a list of files/folders; ids = file stems).
+
+        Batches of ``batch_size`` (default ``config.index.batch_size``) are described and committed one
+        transaction each. Already indexed (id, content) pairs are counted in ``already`` without decoding; an
+        id indexed with OTHER content, a repeated id and unreadable files are skipped with a reason. A new id
+        whose content is indexed reuses the stored data. ``background`` adds to the background set (global
+        descriptor only) instead of the references. ``progress`` is called after each batch with
+        ("indexing" or "background", pictures done, pictures in the job), and ("voter", 0, 1) then
+        ("voter", 1, 1) around an update of the keypoint voter.
+        """
+        r = self.reader
+        progress = progress or no_progress
+        t_start = time.perf_counter()
+        summary = IndexJobSummary(kind="background" if background else "references")
+        sec = summary.seconds
+        for k in ("read", "decode", "describe", "local", "write"):
+            sec[k] = 0.0
+        bs = max(1, int(batch_size or r.config.index.batch_size))
+        stage = "background" if background else "indexing"
+        with writing(r):
+            paths, passed_over = scan_folder(source) if isinstance(source, (str, os.PathLike)) else \
+                scan_folder([Path(s) for s in source])
+            summary.skipped.extend(passed_over)
+            items: list[tuple[str, Path]] = []
+            first: dict[str, Path] = {}
+            for p in paths:
+                if p.stem in first:
+                    summary.skipped.append(SkippedFile(str(p), "duplicate_id", (
+                        f"skipped '{p}': id '{p.stem}' is also the id of '{first[p.stem]}' in this job (ids are "
+                        "file stems and must be unique)")))
+                    continue
+                first[p.stem] = p
+                items.append((p.stem, p))
+            progress(stage, 0, len(items))
+            try:
+                for s in range(0, len(items), bs):
+                    self._add_batch(items[s:s + bs], background, summary)
+                    progress(stage, min(len(items), s + bs), len(items))
+            finally:
+                t = time.perf_counter()
+                self._finish_global()
+                sec["write"] += time.perf_counter() - t
+            if (not background and r.config.pipeline.keypoint_voting and r._features is not None and len(r)
+                    and not r.voter_is_current(r.config.seed)):
+                t = time.perf_counter()  # bring the saved voter up to date: queries load it, not build it
+                _LOG.info("keypoint voter: updating it for %d references", len(r))
+                progress("voter", 0, 1)
+                r.keypoint_voter()
+                progress("voter", 1, 1)
+                sec["voter"] = time.perf_counter() - t
+        summary.total = len(r._bg_ids) if background else len(r)
+        sec["total"] = time.perf_counter() - t_start
+        return summary
+
+    def _stored_sha(self, ref_id: str, background: bool) -> str | None:
+        r = self.reader
+        if background:
+            return r._bg_sha_by_id.get(ref_id)
+        row = r._row_by_id.get(ref_id)
+        return None if row is None else r._shas[row]
+
+    def _add_batch(self, items: list[tuple[str, Path]], background: bool, summary: IndexJobSummary) -> None:
+        """Read, hash and decode one batch, then describe and commit it (one transaction)."""
+        r = self.reader
+        sec = summary.seconds
+        t0 = time.perf_counter()
+        decode = 0.0
+        stored_row_by_sha = r._bg_row_by_sha if background else r._row_by_sha
+        pending: list[_Pending] = []
+        new_by_sha: dict[str, _Pending] = {}
+        for ref_id, path in items:
+            try:
+                data = _read_file(path)
+            except ImageLoadError as e:
+                summary.skipped.append(_skip(path, e))
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            old = self._stored_sha(ref_id, background)
+            if old is not None:
+                if old == sha:
+                    summary.already += 1
+                else:
+                    summary.skipped.append(SkippedFile(str(path), "id_conflict", (
+                        f"skipped '{path}': id '{ref_id}' is already indexed with other content (sha256 "
+                        f"{old[:16]}..., this file {sha[:16]}...); rename the file or build a new index")))
+                continue
+            item = _Pending(ref_id, path, sha, len(data))
+            if sha in stored_row_by_sha:
+                item.copy_of = stored_row_by_sha[sha]
+            elif sha not in new_by_sha:
+                t = time.perf_counter()
+                try:
+                    item.image = load_image(data, config=r.config.load)
+                except ImageLoadError as e:
+                    summary.skipped.append(_skip(path, e))
+                    continue
+                finally:
+                    decode += time.perf_counter() - t
+                new_by_sha[sha] = item
+            pending.append(item)
+        sec["decode"] += decode
+        sec["read"] += time.perf_counter() - t0 - decode
+        decoded = [it for it in pending if it.image is not None]
+        if background:
+            self._commit_background(pending, decoded, summary)
+        else:
+            self._commit_refs(pending, decoded, new_by_sha, summary)
+
+    def _commit_refs(self, pending: list[_Pending], decoded: list[_Pending], new_by_sha: dict[str, _Pending],
+                     summary: IndexJobSummary) -> None:
+        r = self.reader
+        sec = summary.seconds
+        if decoded:
+            descriptor = self.descriptor()
+            engine = self.engine() if r._features is not None else None
+            store = r._features
+            mask = [store is not None and it.sha256 not in store for it in decoded]
+            described = describe_references([it.image for it in decoded], descriptor, engine, r.config,
+                                            local_mask=mask, seconds=sec)
+            new_local: dict[str, LocalFeatures] = {}
+            for it, (desc, regs, rdesc, local) in zip(decoded, described, strict=True):
+                h, w = it.image.shape[:2]  # type: ignore[union-attr]
+                it.record = ReferenceRecord(
+                    it.id, str(it.path), int(w), int(h), it.sha256, it.nbytes, desc, [g.tag for g in regs],
+                    np.array([g.box for g in regs], np.int32).reshape(-1, 4), rdesc, local)
+                it.image = None
+                if local is not None:
+                    new_local[it.sha256] = local
+            if store is not None and new_local:
+                t = time.perf_counter()
+                store.add(new_local)
+                sec["write"] += time.perf_counter() - t
+        if not pending:
+            return
+        t = time.perf_counter()
+        now = time.time()
+        n0 = len(r)
+        rows: list[RefRow] = []
+        with r._db_lock:
+            for j, it in enumerate(pending):
+                where = {"id": it.id, "path": str(it.path), "sha256": it.sha256, "nbytes": it.nbytes, "added": now}
+                src = it if it.record is not None else new_by_sha.get(it.sha256)
+                if src is not None and src.record is not None:  # described now (this item or an earlier one)
+                    rows.append(RefRow.from_record(n0 + j, src.record, **where))
+                else:  # same content as a stored row
+                    assert it.copy_of is not None
+                    rows.append(read_ref(r._con, it.copy_of).copy_as(n0 + j, **where))
+            insert_refs(r._con, rows)
+        r._appended_refs(rows)
+        summary.added += len(rows)
+        sec["write"] += time.perf_counter() - t
+
+    def _commit_background(self, pending: list[_Pending], decoded: list[_Pending],
+                           summary: IndexJobSummary) -> None:
+        r = self.reader
+        sec = summary.seconds
+        descs: dict[str, bytes] = {}
+        if decoded:
+            descriptor = self.descriptor()
+            t = time.perf_counter()
+            f = np.asarray(descriptor.describe([it.image for it in decoded]), "<f4")
+            sec["describe"] += time.perf_counter() - t
+            for it, d in zip(decoded, f, strict=True):
+                descs[it.sha256] = d.tobytes()
+                it.image = None
+        if not pending:
+            return
+        t = time.perf_counter()
+        n0 = len(r._bg_ids)
+        rows: list[BackgroundRow] = []
+        with r._db_lock:
+            for j, it in enumerate(pending):
+                blob = descs.get(it.sha256)
+                if blob is None:
+                    assert it.copy_of is not None
+                    blob = read_background(r._con, it.copy_of).descriptor
+                rows.append(BackgroundRow(n0 + j, it.id, str(it.path), it.sha256, blob))
+            insert_background(r._con, rows)
+        r._appended_background(rows)
+        summary.added += len(rows)
+        sec["write"] += time.perf_counter() - t
+
+    def _finish_global(self) -> None:
+        """Convert to IVF-PQ when the collection has outgrown a flat index ("auto"), then save if changed."""
+        r = self.reader
+        assert r._global is not None
+        cfg = r.config.descriptor
+        want = cfg.index_type if cfg.index_type != "auto" else (
+            "ivfpq" if len(r) > cfg.index_threshold else "flat")
+        if want == "ivfpq" and r._global.meta.get("index_type") != "ivfpq" and len(r):
+            model, sha, dim = r._meta()
+            gi = ReferenceIndex.create(dim, model, sha, dataclasses.replace(cfg, index_type="ivfpq"),
+                                       n_expected=len(r))
+            gi.add(r.ids, r.global_descriptors())
+            r._global, r._global_dirty = gi, True
+        if r._global_dirty:
+            r._global.save(r.path / GLOBAL_DIR)
+            r._global_dirty = False

@@ -1,0 +1,1 @@
+"""Regions of a picture (crops, rotations, flips, detected pasted pictures) and the proposers that choose them."""

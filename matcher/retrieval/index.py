@@ -1,0 +1,215 @@
+"""Reference index for candidate retrieval: faiss over L2-normalised descriptor directions, plus an id map,
+the descriptor norms (for the ASL gate) and metadata naming the descriptor model and its weights' sha256.
+
+- Exact inner product (``IndexFlatIP``) by default; IVF-PQ (``index_type="ivfpq"``, or ``"auto"`` past
+  ``index_threshold`` references at build time) for large collections; searched on GPU when faiss-gpu and a
+  GPU are present.
+- Extendable: :meth:`ReferenceIndex.add` appends references without rebuilding (IVF-PQ is trained once, on
+  the first vectors it is given).
+- Persistent: :meth:`save` writes ``index.faiss``, ``ids.json``, ``norms.npy`` and ``meta.json`` into a
+  folder, each atomically; :meth:`load` reads them back and checks they agree.
+- Queries made with another model are refused (:class:`IndexModelMismatchError`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from matcher.config import DescriptorConfig
+from matcher.io.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+
+__all__ = ["IndexModelMismatchError", "ReferenceIndex", "ReferenceIndexError", "SearchResult", "build_faiss_index"]
+
+_FORMAT = 1
+
+
+class ReferenceIndexError(ValueError):
+    """A reference index that cannot be used (missing or inconsistent files, duplicate ids, bad shapes)."""
+
+
+class IndexModelMismatchError(ReferenceIndexError):
+    """The index was built with another descriptor model (name or weights hash) than the one querying it."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """``scores`` float32 (M, k) cosine similarities, best first; ``rows`` int64 (M, k) reference rows
+    (-1 where fewer than k references exist); ``ref_norms`` float32 (M, k) descriptor norms of those rows."""
+
+    scores: np.ndarray
+    rows: np.ndarray
+    ref_norms: np.ndarray
+
+
+def _unit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ReferenceIndexError(f"descriptors must be a 2-D array (N, D), got shape {x.shape}")
+    n = np.linalg.norm(x, axis=1).astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ReferenceIndexError("descriptors contain NaN or infinite values")
+    return np.ascontiguousarray(x / np.maximum(n, 1e-12)[:, None], dtype=np.float32), n
+
+
+def build_faiss_index(dim: int, kind: str, n_expected: int = 0, nlist: int = 0) -> faiss.Index:
+    """An empty faiss index over inner product: "flat" (exact) or "ivfpq" (``nlist`` lists, default
+    ~4 sqrt(n_expected); PQ with dim/8 sub-quantisers of 8 bits; needs training)."""
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    if kind == "ivfpq":
+        nlist = nlist or max(16, int(4 * math.sqrt(max(n_expected, 1))))
+        m = max(1, dim // 8)
+        while dim % m:
+            m -= 1
+        return faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    raise ReferenceIndexError(f"unknown index type {kind!r}; known: flat, ivfpq, auto")
+
+
+def _gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class ReferenceIndex:
+    """Reference descriptors of one model. Build with :meth:`create`, fill with :meth:`add`."""
+
+    def __init__(self, index: faiss.Index, ids: list[str], norms: np.ndarray, meta: dict[str, Any]) -> None:
+        self.index = index
+        self.ids = ids
+        self.norms = norms.astype(np.float32)
+        self.meta = meta
+        self._row: dict[str, int] = {r: i for i, r in enumerate(ids)}
+        self._gpu: faiss.Index | None = None
+
+    @classmethod
+    def create(cls, dim: int, model: str, model_hash: str | None, cfg: DescriptorConfig | None = None,
+               n_expected: int = 0) -> ReferenceIndex:
+        """An empty index for ``dim``-d descriptors of ``model`` (weights sha256 ``model_hash``; None for
+        weight-less baselines). ``cfg.index_type``: flat | ivfpq | auto (ivfpq when ``n_expected`` >
+        ``cfg.index_threshold``)."""
+        cfg = cfg or DescriptorConfig()
+        kind = cfg.index_type
+        if kind == "auto":
+            kind = "ivfpq" if n_expected > cfg.index_threshold else "flat"
+        index = build_faiss_index(dim, kind, n_expected)
+        meta = {"format": _FORMAT, "model": model, "model_hash": model_hash, "dim": dim, "index_type": kind,
+                "nprobe": cfg.nprobe}
+        return cls(index, [], np.zeros(0, np.float32), meta)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    def check_model(self, model: str, model_hash: str | None) -> None:
+        """Raise :class:`IndexModelMismatchError` unless (model, model_hash) is the one the index was built with."""
+        if model != self.meta["model"] or model_hash != self.meta["model_hash"]:
+            raise IndexModelMismatchError(
+                f"index was built with descriptor model {self.meta['model']!r} (weights sha256 "
+                f"{str(self.meta['model_hash'])[:12]}), refused for {model!r} (sha256 {str(model_hash)[:12]})")
+
+    def add(self, ids: Sequence[str], descriptors: np.ndarray) -> None:
+        """Append references: ``ids`` (N,) unique new ids, ``descriptors`` (N, D) unnormalised float32.
+        The directions are indexed, the norms kept for the ASL gate. An untrained IVF-PQ index is trained on
+        these vectors first (needs at least ~39 x nlist of them)."""
+        ids = [str(i) for i in ids]
+        z, n = _unit(descriptors)
+        if z.shape[0] != len(ids):
+            raise ReferenceIndexError(f"{len(ids)} ids but {z.shape[0]} descriptors")
+        if z.shape[0] and z.shape[1] != self.dim:
+            raise ReferenceIndexError(f"descriptors have {z.shape[1]} dimensions, the index {self.dim}")
+        dup = [i for i in ids if i in self._row]
+        if dup or len(set(ids)) != len(ids):
+            first = dup[0] if dup else next(i for i in ids if ids.count(i) > 1)
+            raise ReferenceIndexError(f"reference id {first!r} is already in the index (ids must be unique)")
+        if not ids:
+            return
+        if not self.index.is_trained:
+            self.index.train(z)
+        self.index.add(z)
+        for i in ids:
+            self._row[i] = len(self.ids)
+            self.ids.append(i)
+        self.norms = np.concatenate([self.norms, n])
+        self._gpu = None
+
+    def _searcher(self) -> faiss.Index:
+        if hasattr(self.index, "nprobe"):
+            self.index.nprobe = int(self.meta.get("nprobe", 16))
+        if _gpu_available() and len(self) > 0:
+            if self._gpu is None:
+                self._res = faiss.StandardGpuResources()
+                self._gpu = faiss.index_cpu_to_gpu(self._res, 0, self.index)
+            return self._gpu
+        return self.index
+
+    def search(self, descriptors: np.ndarray, k: int, *, model: str | None = None,
+               model_hash: str | None = None) -> SearchResult:
+        """Top-``k`` references by cosine similarity for query descriptors (M, D) unnormalised. Passing
+        ``model`` checks it (and ``model_hash``) against the index metadata first."""
+        if model is not None:
+            self.check_model(model, model_hash)
+        z, _ = _unit(descriptors)
+        if z.shape[0] and z.shape[1] != self.dim:
+            raise ReferenceIndexError(f"queries have {z.shape[1]} dimensions, the index {self.dim}")
+        k = max(1, int(k))
+        if len(self) == 0 or z.shape[0] == 0:
+            m = z.shape[0]
+            return SearchResult(np.full((m, k), -np.inf, np.float32), np.full((m, k), -1, np.int64),
+                                np.zeros((m, k), np.float32))
+        scores, rows = self._searcher().search(z, min(k, len(self)))
+        if scores.shape[1] < k:
+            pad = k - scores.shape[1]
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+        rows = rows.astype(np.int64)
+        ref_norms = np.where(rows >= 0, self.norms[np.maximum(rows, 0)], 0.0).astype(np.float32)
+        return SearchResult(scores.astype(np.float32), rows, ref_norms)
+
+    def reconstruct_directions(self) -> np.ndarray:
+        """(N, D) float32 stored directions (exact for flat, approximate for IVF-PQ)."""
+        if len(self) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if isinstance(self.index, faiss.IndexIVF):
+            self.index.make_direct_map()
+        return self.index.reconstruct_n(0, len(self))
+
+    def save(self, folder: str | os.PathLike[str]) -> None:
+        """Write the index into ``folder`` (created if needed); each file is replaced atomically and
+        ``meta.json`` (written last) records the count the other files must agree with."""
+        d = Path(folder)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(d / "index.faiss", faiss.serialize_index(self.index).tobytes())
+        atomic_write_text(d / "ids.json", json.dumps(self.ids))
+        with atomic_write(d / "norms.npy", "wb") as fh:
+            np.save(fh, self.norms, allow_pickle=False)
+        atomic_write_text(d / "meta.json", json.dumps({**self.meta, "count": len(self)}, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> ReferenceIndex:
+        """Read an index written by :meth:`save`; :class:`ReferenceIndexError` naming the folder if files are missing
+        or disagree."""
+        d = Path(folder)
+        for name in ("index.faiss", "ids.json", "norms.npy", "meta.json"):
+            if not (d / name).is_file():
+                raise ReferenceIndexError(f"{d}: not a reference index ({name} missing)")
+        meta = json.loads((d / "meta.json").read_text())
+        if meta.get("format") != _FORMAT:
+            raise ReferenceIndexError(f"{d}: unsupported index format {meta.get('format')!r}")
+        index = faiss.deserialize_index(np.frombuffer((d / "index.faiss").read_bytes(), dtype=np.uint8))
+        ids = json.loads((d / "ids.json").read_text())
+        norms = np.load(d / "norms.npy", allow_pickle=False)
+        count = meta.pop("count", None)
+        if not (index.ntotal == len(ids) == norms.shape[0] == count) or index.d != meta.get("dim"):
+            raise ReferenceIndexError(f"{d}: inconsistent index files (faiss {index.ntotal} x {index.d}, {len(ids)} ids, "
+                              f"{norms.shape[0]} norms, meta count {count}, dim {meta.get('dim')})")
+        return cls(index, [str(i) for i in ids], norms, meta)

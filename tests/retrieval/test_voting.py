@@ -1,0 +1,95 @@
+"""Keypoint voting: vote counting against a plain loop, a crop's keypoints voting for its source, chunked and
+grown voters agreeing with one build, and saving / loading."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from matcher.benchmark.demo_photos import demo_photo
+from matcher.config import MatcherConfig
+from matcher.local.engine import LocalEngine
+from matcher.retrieval.voting import KeypointVoter, VoterFileError, count_votes
+
+
+def test_count_votes_matches_a_loop():
+    rng = np.random.default_rng(0)
+    owner = rng.integers(0, 7, size=50)
+    nn = rng.integers(-1, 50, size=200)
+    ref = np.zeros(7, np.int64)
+    for j in nn:
+        if j >= 0:
+            ref[owner[j]] += 1
+    assert np.array_equal(count_votes(owner, nn, 7), ref)
+    assert np.array_equal(count_votes(owner, np.array([-1, -1]), 7), np.zeros(7, np.int64))
+
+
+def test_crop_and_mirror_vote_for_their_source():
+    engine = LocalEngine(MatcherConfig.make(local={"max_keypoints": 400}))
+    names = ["astronaut", "coffee", "chelsea", "rocket"]
+    feats = [engine.reference_features(demo_photo(n)) for n in names]
+    voter = KeypointVoter.from_features(feats)
+    assert len(voter) == sum(f.n for f in feats)
+    crop = demo_photo("chelsea")[50:250, 100:350]
+    q = engine.query_features(crop).features[0]
+    votes = voter.vote(q, top=2)
+    assert votes and votes[0][0] == names.index("chelsea") and votes[0][1] > 20
+    mirrored = engine.query_features(np.ascontiguousarray(crop[:, ::-1])).features[0]
+    assert voter.vote(mirrored, top=1)[0][0] == names.index("chelsea")
+    assert voter.vote(mirrored, top=1, mirrored=False) == [] or \
+        voter.vote(mirrored, top=1, mirrored=False)[0][1] < votes[0][1]
+
+
+def test_ivf_path_and_empty_inputs():
+    engine = LocalEngine(MatcherConfig.make(local={"max_keypoints": 300}))
+    feats = [engine.reference_features(demo_photo(n)) for n in ("astronaut", "coffee", "rocket")]
+    voter = KeypointVoter.from_features(feats, exact_below=10, nprobe=64)  # forces IVF on a tiny set
+    q = engine.query_features(demo_photo("coffee")[40:300, 60:400]).features[0]
+    assert voter.vote(q, top=1)[0][0] == 1
+    empty = KeypointVoter.from_features([])
+    assert len(empty) == 0 and empty.vote(q, top=3) == []
+    assert voter.vote(q, top=0) == []
+
+
+def _feats(n_keypoints: int = 300) -> list:
+    engine = LocalEngine(MatcherConfig.make(local={"max_keypoints": n_keypoints}))
+    return [engine.reference_features(demo_photo(n)) for n in ("astronaut", "coffee", "rocket", "chelsea")], engine
+
+
+def test_chunks_add_and_one_build_agree():
+    feats, engine = _feats()
+    q = engine.query_features(demo_photo("rocket")[30:300, 40:380]).features[0]
+    whole = KeypointVoter.from_features(feats, exact_below=10, nprobe=64)
+    chunked = KeypointVoter.from_chunks(lambda: [feats[:1], feats[1:3], feats[3:]], exact_below=10, nprobe=64)
+    assert np.array_equal(whole.sizes, chunked.sizes) and np.array_equal(whole.owner, chunked.owner)
+    assert whole.vote(q, top=4) == chunked.vote(q, top=4)
+    grown = KeypointVoter.from_features(feats[:2], exact_below=10, nprobe=64)
+    grown.add(feats[2:])
+    assert grown.n_refs == 4 and len(grown) == len(whole) and np.array_equal(grown.owner, whole.owner)
+    assert grown.vote(q, top=1)[0][0] == 2
+    exact = KeypointVoter.from_features(feats)
+    assert exact.trained_on == 0 and exact.outgrown(200_000) and not exact.outgrown(199_999)
+    assert whole.trained_on == len(whole) and whole.outgrown(4 * len(whole) + 1) and not whole.outgrown(4 * len(whole))
+
+
+def test_save_load_round_trip_and_bad_files(tmp_path):
+    feats, engine = _feats()
+    q = engine.query_features(demo_photo("coffee")[40:300, 60:400]).features[0]
+    for kw in ({}, {"exact_below": 10, "nprobe": 64}):
+        voter = KeypointVoter.from_features(feats, **kw)
+        folder = tmp_path / f"v{len(kw)}"
+        voter.save(folder, owner_key="abc")
+        assert KeypointVoter.read_meta(folder)["owner_key"] == "abc"
+        back = KeypointVoter.load(folder, nprobe=kw.get("nprobe", 8))
+        assert back.vote(q, top=4) == voter.vote(q, top=4) and back.trained_on == voter.trained_on
+        voter.save(folder)  # a second save replaces the first file
+        assert len(list(folder.glob("voter-*.faiss"))) == 1
+    with pytest.raises(VoterFileError, match="no saved keypoint voter"):
+        KeypointVoter.load(tmp_path / "nothing")
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "voter.json").write_text("{not json")
+    with pytest.raises(VoterFileError, match="unreadable"):
+        KeypointVoter.load(tmp_path / "nothing")
+    f = next((tmp_path / "v0").glob("voter-*.faiss"))
+    f.write_bytes(f.read_bytes()[:100])  # truncated
+    with pytest.raises(VoterFileError, match="wrong size"):
+        KeypointVoter.load(tmp_path / "v0")
