@@ -153,7 +153,8 @@ def load_detector(path: str | Path | None = None) -> tuple[torch.nn.Module, Dete
         raise DetectorWeightsError(path, "file not found")
     meta = read_meta(path)
     try:
-        model = build_model(meta.yaml, meta.nc)
+        with torch.random.fork_rng(devices=[]):  # the random initialisation leaves the host's torch RNG alone
+            model = build_model(meta.yaml, meta.nc)
     except Exception as e:  # noqa: BLE001 - any failure to build means the metadata is wrong
         raise DetectorWeightsError(path, f"cannot build network {meta.yaml!r} ({e})") from None
     model.load_state_dict(load_state_dict(path, model), strict=True)

@@ -1,4 +1,7 @@
-"""Keep ultralytics offline, quiet and inside one folder. Call :func:`prepare_ultralytics` BEFORE importing it.
+"""Keep ultralytics offline, quiet and inside one folder, for training (:mod:`detectors.train`). Call
+:func:`prepare_ultralytics` BEFORE importing ultralytics. Inference never imports ultralytics (it runs
+:mod:`detectors.network`), so matching leaves the process alone; a training run does change it (environment
+variables, ultralytics' own import-time settings), which is why training is a command of its own.
 
 What it does (environment first, because ultralytics reads it at import time):
 

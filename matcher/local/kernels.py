@@ -34,12 +34,40 @@ unless a block is very large: measured on 2 shared cores, waking the thread pool
 """
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from collections.abc import Callable
 
 import numba
 import numpy as np
 from numba import boolean, float32, float64, int32, int64, njit, prange, types, uint64, void
+
+# Loading the parallel kernels starts Numba's OpenMP thread pool, which sets OpenMP's thread count, which torch reads
+# as its own: the host's torch thread count is put back once this module is loaded and after each parallel call.
+_TORCH = sys.modules.get("torch")
+_TORCH_THREADS = _TORCH.get_num_threads() if _TORCH is not None else 0
+
+
+def _restore_torch_threads(n: int) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _keeping_torch_threads(kernel: Callable[..., None]) -> Callable[..., None]:
+    """``kernel`` (a parallel one), called so that torch's thread count is the same after the call as before."""
+
+    @functools.wraps(kernel)
+    def call(*args: object) -> None:
+        torch = sys.modules.get("torch")
+        n = torch.get_num_threads() if torch is not None else 0
+        try:
+            kernel(*args)
+        finally:
+            _restore_torch_threads(n)
+
+    return call
 
 __all__ = [
     "PARALLEL_MIN_ELEMS",
@@ -216,7 +244,7 @@ def segments_kernel(n_tasks: int, n_elems: int) -> Callable[..., None]:
     """The parallel kernel when it pays (several tasks, a big enough block, more than one Numba thread), else the
     serial one."""
     if n_tasks > 1 and n_elems >= PARALLEL_MIN_ELEMS and numba.get_num_threads() > 1:
-        return mnn_ratio_segments
+        return _keeping_torch_threads(mnn_ratio_segments)
     return mnn_ratio_segments_serial
 
 
@@ -311,7 +339,7 @@ def mnn_ratio_split_segments_serial(sim_s, sim_a, seg_offsets, r2, mutual, out_q
 def split_kernel(n_tasks: int, n_elems: int) -> Callable[..., None]:
     """:func:`mnn_ratio_split_segments` when it pays (as :func:`segments_kernel`), else the serial twin."""
     if n_tasks > 1 and n_elems >= PARALLEL_MIN_ELEMS and numba.get_num_threads() > 1:
-        return mnn_ratio_split_segments
+        return _keeping_torch_threads(mnn_ratio_split_segments)
     return mnn_ratio_split_segments_serial
 
 
@@ -786,3 +814,6 @@ def ransac(model, q, r, thr, back, max_iters, confidence, seed, allow_reflection
         count += err[i] < thr
     out[:, :] = best
     return True, done, count
+
+
+_restore_torch_threads(_TORCH_THREADS)  # see the top of the module

@@ -163,7 +163,8 @@ def _openblas() -> tuple[ctypes._CFuncPtr, ctypes._CFuncPtr] | None:
 def blas_threads(n: int) -> Iterator[None]:
     """Run the block with numpy's OpenBLAS limited to ``n`` threads (n <= 0, or no OpenBLAS found: unchanged).
 
-    The setting is process-wide while the block runs and restored after it. Measured on 2 shared cores
+    The setting is process-wide while the block runs and restored after it (torch's thread count too, which an
+    OpenMP build of OpenBLAS changes along with its own). Measured on 2 shared cores
     (bench/RESULTS.md): with other processes competing, the matching GEMMs on 2 OpenBLAS threads ran up to ~4x
     slower than on one (threads waiting for each other), so the engine limits them (``LocalConfig.blas_threads``).
     """
@@ -176,11 +177,15 @@ def blas_threads(n: int) -> Iterator[None]:
     if before == n:
         yield
         return
+    torch = sys.modules.get("torch")  # an OpenMP build of OpenBLAS sets OpenMP's thread count too, which torch
+    torch_threads = torch.get_num_threads() if torch is not None else None  # reads: restore it as well
     set_(n)
     try:
         yield
     finally:
         set_(before)
+        if torch is not None and torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
 
 
 # ----------------------------------------------------------------------------------------------------------- checks

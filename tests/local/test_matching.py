@@ -186,7 +186,7 @@ def test_parallel_kernel_equals_serial_kernel(monkeypatch: pytest.MonkeyPatch) -
     serial = match_one_to_many(q, ref, offsets, mirrored=qm)
     monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMS", 0)
     if numba.get_num_threads() > 1:
-        assert kernels.segments_kernel(2, 1) is kernels.mnn_ratio_segments
+        assert kernels.segments_kernel(2, 1).__wrapped__ is kernels.mnn_ratio_segments
     par = match_one_to_many(q, ref, offsets, mirrored=qm)
     for a, b in ((par.plain, serial.plain), (par.mirrored, serial.mirrored)):
         np.testing.assert_array_equal(a.offsets, b.offsets)
@@ -287,3 +287,17 @@ def test_bad_inputs_raise_typed_errors() -> None:
         match_one_to_many_torch(torch.from_numpy(q), torch.from_numpy(ref[:, :64]), offsets)
     with pytest.raises(MatchingInputError, match="ref_desc"):
         match_one_to_many_torch(torch.from_numpy(q), ref, offsets)
+
+
+def test_parallel_kernel_keeps_the_host_torch_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numba's OpenMP pool sets OpenMP's thread count, which torch reads: the host's setting is put back."""
+    torch = pytest.importorskip("torch")
+    q, qm, ref, offsets, _ = _problem(5, 60, [0, 30, 40, 12])
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMS", 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        match_one_to_many(q, ref, offsets, mirrored=qm)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
