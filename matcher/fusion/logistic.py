@@ -1,6 +1,7 @@
 """The logistic fusion model: p(copy) = sigmoid(bias + sum_i w_i * (x_i - mean_i) / std_i) over
 :data:`~matcher.fusion.features.FEATURE_NAMES`, shipped as ``weights/fusion_logistic.json`` (plain JSON) beside the
-default boosted trees (:mod:`matcher.fusion.trees`). Fitted by :func:`matcher.training.fusion.fit_fusion`.
+default boosted trees (:mod:`matcher.fusion.trees`). Read with :func:`matcher.fusion.load.load_fusion`; fitted by
+:func:`matcher.training.fusion.fit_fusion`.
 """
 from __future__ import annotations
 
@@ -68,21 +69,6 @@ class FusionModel:
         return explanation(self.features, contrib, self.bias)
 
     # ------------------------------------------------------------------------------------------------ files
-    @classmethod
-    def load(cls, path: str | Path) -> FusionModel:
-        """Read a logistic fusion JSON; a clear error naming the file when it is missing, malformed or of another
-        kind (use :func:`matcher.fusion.load.load_fusion` for any kind)."""
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"fusion weights not found: {p}")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read fusion weights {p}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{p}: not an {FORMAT} file")
-        return cls.from_dict(data, p.name)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], name: str = "") -> FusionModel:
         """From the JSON object written by :meth:`save`; ``ValueError`` naming ``name`` when malformed."""

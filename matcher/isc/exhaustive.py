@@ -40,6 +40,15 @@ class MatchSummary:
         return (f"matched {self.n_queries} queries against {self.n_references} references: {self.n_rows} rows "
                 f"-> {self.output}; skipped {len(self.skipped)} file(s); time: {t}")
 
+    def write(self, rows: list[PredictedMatch], max_rows: int) -> None:
+        """Write the job's outputs: ``rows`` capped at ``max_rows`` (best first) as the submission ``output``, and
+        ``skipped.csv`` beside it (header only when nothing was skipped)."""
+        output = Path(self.output)
+        rows = cap_total(rows, max_rows)
+        write_predictions(output, rows, max_rows=max_rows)
+        write_skipped_csv(self.skipped, output.with_name("skipped.csv"))
+        self.n_rows = len(rows)
+
 
 def _content_key(path: Path) -> str:
     h = hashlib.sha256()
@@ -130,8 +139,5 @@ def run_exhaustive_match(queries: str | Path, references: str | Path, output: st
     summary.skipped.extend(qset.skipped)
     summary.seconds["queries"] = time.perf_counter() - t1
 
-    rows = cap_total(rows, config.max_rows)
-    write_predictions(output, rows, max_rows=config.max_rows)
-    write_skipped_csv(summary.skipped, output.with_name("skipped.csv"))
-    summary.n_rows = len(rows)
+    summary.write(rows, config.max_rows)
     return summary

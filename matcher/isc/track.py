@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matcher.config import MatcherConfig
-from matcher.io.folders import read_images, write_skipped_csv
+from matcher.io.folders import read_images
 from matcher.io.progress import ProgressBars
 from matcher.isc.exhaustive import MatchSummary
-from matcher.isc.submission import PredictedMatch, cap_total, write_predictions
+from matcher.isc.submission import PredictedMatch
 from matcher.pipeline.batch import match_queries
 from matcher.pipeline.pipeline import PairMatch, Pipeline
 from matcher.pipeline.timer import StageTimer
@@ -98,8 +98,5 @@ def run_pipeline_match(queries: str | Path, output: str | Path, *, references: s
         summary.seconds.update({k: round(v, 3) for k, v in timer.seconds.items()})
         summary.seconds["queries_total"] = time.perf_counter() - t_q
 
-    rows = cap_total(rows, cfg.max_rows)
-    write_predictions(output, rows, max_rows=cfg.max_rows)
-    write_skipped_csv(summary.skipped, output.with_name("skipped.csv"))
-    summary.n_rows = len(rows)
+    summary.write(rows, cfg.max_rows)
     return summary

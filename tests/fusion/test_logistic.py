@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from matcher.fusion.features import FEATURE_NAMES, SEAM_CLEAR, SEAM_NONE, pair_features
+from matcher.fusion.load import load_fusion
 from matcher.fusion.logistic import FusionModel
 from matcher.local.evidence import PairEvidence
 from matcher.retrieval.candidates import GlobalEvidence
@@ -107,8 +108,8 @@ class TestModelFile:
         m = fit_fusion(x, y, gate_margin=0.3, source="test")
         p = tmp_path / "fusion.json"
         m.save(p, data={"note": "synthetic"})
-        back = FusionModel.load(p)
-        assert back == m
+        back = load_fusion(p)
+        assert isinstance(back, FusionModel) and back == m
         assert json.loads(p.read_text())["data"] == {"note": "synthetic"}
         contrib = back.explain(x[0])
         logit = sum(v for k, v in contrib.items())
@@ -117,19 +118,19 @@ class TestModelFile:
 
     def test_missing_and_bad_files(self, tmp_path):
         with pytest.raises(FileNotFoundError, match="nope.json"):
-            FusionModel.load(tmp_path / "nope.json")
+            load_fusion(tmp_path / "nope.json")
         bad = tmp_path / "bad.json"
         bad.write_text("{not json")
         with pytest.raises(ValueError, match="bad.json"):
-            FusionModel.load(bad)
+            load_fusion(bad)
         other = tmp_path / "other.json"
         other.write_text(json.dumps({"format": "something-else"}))
         with pytest.raises(ValueError, match="not an icd-fusion"):
-            FusionModel.load(other)
+            load_fusion(other)
         x, y = _data()
         d = json.loads(json.dumps({"format": "icd-fusion/1", **{k: v for k, v in fit_fusion(x, y).__dict__.items()}}))
         d["weights"] = d["weights"][:-1]
         short = tmp_path / "short.json"
         short.write_text(json.dumps(d))
         with pytest.raises(ValueError, match="short.json"):
-            FusionModel.load(short)
+            load_fusion(short)
