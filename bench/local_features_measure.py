@@ -1,4 +1,4 @@
-"""Measurements behind the local-feature defaults (matcher.local.features / matcher.local.store).
+"""Measurements behind the local-feature defaults (matcher.local.features / matcher.references.features).
 
 Run:  .venv/bin/python bench/local_features_measure.py [--photos /work/shared/data/photos/train] [--n 60]
       [--sections defaults,kornia,mirror,store] [--json out.json]

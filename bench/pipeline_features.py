@@ -2,7 +2,7 @@
 
 A table (dict of equal-length numpy arrays, saved as .npz without pickles) with one row per candidate pair:
 query_id, reference_id, label (1 = ground-truth copy pair), kind and family of the query, the fusion feature
-vector (:data:`matcher.fusion.FEATURE_NAMES`), the local score, and which candidate generators proposed it.
+vector (:data:`matcher.fusion.features.FEATURE_NAMES`), the local score, and which candidate generators proposed it.
 Timing per stage is returned as well.
 """
 from __future__ import annotations

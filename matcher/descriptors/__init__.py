@@ -1,6 +1,7 @@
 """Global descriptors (ASL: direction for similarity, norm for content amount), their training recipe and
 registry. Modules: model, registry, imagenet, weights, preprocess, infer, views, data, losses, train,
-normalise, gate, candidates, extractor; the reference index lives in :mod:`matcher.index`."""
+extractor; normalisation, the gate and the reference index live in :mod:`matcher.retrieval`, training in
+:mod:`matcher.training`."""
 from __future__ import annotations
 
 from matcher.descriptors.registry import DESCRIPTORS, DescriptorSpec, get_spec, load_descriptor

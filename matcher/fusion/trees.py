@@ -1,5 +1,5 @@
 """Gradient-boosted decision trees as the fusion model: the same evidence features as the logistic model
-(:data:`matcher.fusion.FEATURE_NAMES`), scored by a sum of small trees, so feature interactions ("reference
+(:data:`matcher.fusion.features.FEATURE_NAMES`), scored by a sum of small trees, so feature interactions ("reference
 inside the query" *and* no seam *and* a larger ASL norm) are learned instead of hand-made:
 
     p(copy) = sigmoid(base + sum_t tree_t(x))

@@ -214,7 +214,7 @@ def _metrics(table: _Table, sel: np.ndarray | None) -> Metrics:
 def evaluate(predictions: Sequence[PredictedMatch], ground_truth: Sequence[GroundTruthMatch]) -> Metrics:
     """ISC2021 matching-track metrics of ``predictions`` against ``ground_truth`` (see the module docstring).
 
-    Raises :class:`matcher.submission.SubmissionFormatError` on invalid input (e.g. a repeated pair).
+    Raises :class:`matcher.isc.submission.SubmissionFormatError` on invalid input (e.g. a repeated pair).
     """
     return _metrics(_build(predictions, ground_truth), None)
 

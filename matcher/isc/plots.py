@@ -53,7 +53,7 @@ def plot_pr_curve(
 ) -> None:
     """Write a PNG precision-recall curve of ``predictions`` (µAP in the legend, a marker at recall@P90,
     a dashed line at precision 0.9), plus one thinner curve per entry of ``by_family``
-    (family -> (predictions, ground truth), e.g. from :func:`matcher.metrics.split_by_family`).
+    (family -> (predictions, ground truth), e.g. from :func:`matcher.isc.metrics.split_by_family`).
     The file is written atomically."""
     fig = Figure(figsize=(7, 5.5), dpi=100)
     FigureCanvasAgg(fig)

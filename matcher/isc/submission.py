@@ -95,7 +95,7 @@ def _too_many(path: str | os.PathLike[str] | None, line: int, max_rows: int) -> 
         path,
         line,
         f"more than {max_rows} predictions (the cap, max_rows={max_rows}); keep the best-scoring rows "
-        "(matcher.submission.cap_total) or raise the cap with max_rows=... / --max-rows",
+        "(matcher.isc.submission.cap_total) or raise the cap with max_rows=... / --max-rows",
     )
 
 

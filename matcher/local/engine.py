@@ -87,7 +87,7 @@ class LocalEngine:
 
     # ------------------------------------------------------------------------------------------------ scoring
     def score_pair(self, query: Any, reference: Any):
-        """:class:`matcher.pair.PairResult` for one pair (features computed once each)."""
+        """:class:`PairResult` for one pair (features computed once each)."""
         from matcher.local.engine import PairResult
 
         images = []

@@ -16,7 +16,7 @@ reference_frame_in_query >= FULL -> "query_in_reference" (the query is a crop of
 reference_frame_in_query < FULL and query_frame_in_reference >= FULL -> "reference_in_query" (the reference
 is pasted/overlaid into the query, or the query holds a larger view); both < FULL -> "partial" (the images
 overlap in part); no accepted fit -> "none". A frame is the whole image, or the region box when a
-:class:`~matcher.local.regions.Region` is given.
+:class:`~matcher.regions.region.Region` is given.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class PairEvidence:
     detector_iou, detector_score: agreement of the matched query area with a detected picture box (evidence for
     "pasted copy" rather than "holistic picture containing the reference"); None when no detector ran
     frame_seam: seam strength along the reference frame where it lies inside the query
-    (:func:`matcher.frame_edge.frame_edge_strength`: ~1 = content runs on, >> 1 = a pasted picture's border); nan
+    (:func:`matcher.local.seam.frame_edge_strength`: ~1 = content runs on, >> 1 = a pasted picture's border); nan
     when no side of the frame lies inside the query or too little of the match is "reference inside the query"
     (``matcher.pipeline.SEAM_MIN_INSIDE``); None when not measured (the pipeline measures it)
     """

@@ -439,12 +439,12 @@ def build_report(
     """Write the review page of a submission to ``output`` (HTML, atomically) and return what it holds.
 
     ``submission_rows`` / ``ground_truth``: rows in memory or a CSV path (read with
-    :func:`~matcher.submission.read_predictions` / :func:`~matcher.submission.read_ground_truth`). Image ids
-    map to files by stem (:func:`~matcher.io.scan_folder`). Unusable images (no file for an id, unreadable
+    :func:`~matcher.isc.submission.read_predictions` / :func:`~matcher.isc.submission.read_ground_truth`). Image ids
+    map to files by stem (:func:`~matcher.io.folders.scan_folder`). Unusable images (no file for an id, unreadable
     data) are drawn as placeholders naming the file and cause and listed in ``problems``. ``config`` sets the
     verification (default :class:`MatcherConfig`); ``threshold`` alone decides the verdicts. Raises
-    :class:`~matcher.submission.SubmissionFormatError` on bad rows, FileNotFoundError for a missing folder,
-    :class:`~matcher.io.DuplicateIdError` on two files with one stem, ValueError on bad ``top``,
+    :class:`~matcher.isc.submission.SubmissionFormatError` on bad rows, FileNotFoundError for a missing folder,
+    :class:`~matcher.io.folders.DuplicateIdError` on two files with one stem, ValueError on bad ``top``,
     ``max_queries`` or ``threshold``.
     """
     from tqdm import tqdm

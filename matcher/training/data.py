@@ -1,5 +1,5 @@
 """Training data of the descriptor: a folder of photos split into train / held-out, each turned into a cached
-:class:`~matcher.descriptors.views.ViewPool` (``<cache>/train`` and ``<cache>/holdout``).
+:class:`~matcher.training.views.ViewPool` (``<cache>/train`` and ``<cache>/holdout``).
 
 The held-out photos are never trained on; their pool feeds the periodic evaluation (references = the
 unedited photos of the first part, queries = edited views of all of them, so the rest are distractors).

@@ -1,6 +1,6 @@
 """Training recipe of the ASL descriptor (``icd train-descriptor``).
 
-Data: a folder of photos, split into train / held-out (:mod:`matcher.descriptors.data`); every train photo has
+Data: a folder of photos, split into train / held-out (:mod:`matcher.training.data`); every train photo has
 a cached pool of views (the unedited photo + edit-chain copies). A step draws ``batch`` photos, two of their
 views (a, b) and a sub-crop c of a (holding 20-60 % of it), and minimises
 
@@ -170,7 +170,7 @@ def train_step(
 def holdout_metrics(fr: np.ndarray, fq: np.ndarray) -> dict[str, float]:
     """Metrics of reference descriptors fr (R, D) and query descriptors fq (N, D), N >= R, where query i < R
     copies reference i and the rest copy nothing: cosine top-10 per query -> µAP, recall@P90, recall@1
-    (matcher.metrics), plus the fraction of true pairs with ||f(q)|| > ||f(r)||."""
+    (matcher.isc.metrics), plus the fraction of true pairs with ||f(q)|| > ||f(r)||."""
     from matcher.isc.metrics import evaluate
     from matcher.isc.submission import GroundTruthMatch, PredictedMatch
 

@@ -1,4 +1,4 @@
-"""matcher.fsutil.atomic_write: all-or-nothing file replacement."""
+"""matcher.io.atomic.atomic_write: all-or-nothing file replacement."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""The persistent reference index (matcher.index_store, ``icd index``): build, resume, append, refuse, survive kill -9."""
+"""The persistent reference index (matcher.references.disk, ``icd index``): build, resume, append, refuse, survive kill -9."""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,4 @@
-"""Tests for matcher.local.regions: exact coordinate maps, tags, grid coverage, tiny images."""
+"""Tests for matcher.regions.region and .proposers: exact coordinate maps, tags, grid coverage, tiny images."""
 from __future__ import annotations
 
 import numpy as np
