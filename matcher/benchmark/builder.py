@@ -55,11 +55,11 @@ from typing import Any
 
 import numpy as np
 
-from matcher.benchmark.edits import CHAIN_FAMILIES
 from matcher.benchmark.jobs import JPEG_QUALITY, MAX_SIDE, MIN_VISIBLE, WorkerState, execute
 from matcher.benchmark.plan import BenchmarkError, check_args, make_units, plan_jobs, scan_photos
+from matcher.benchmark.recipes import get_recipe
 from matcher.io.atomic import atomic_write
-from matcher.io.folders import SkippedFile, write_skipped_csv
+from matcher.io.folders import SkippedFile, list_images, write_skipped_csv
 from matcher.isc.submission import GroundTruthMatch, write_ground_truth
 
 __all__ = [
@@ -69,8 +69,9 @@ __all__ = [
 ]
 
 MANIFEST_VERSION = 1
-REFERENCE_KINDS = ("reference", "distractor", "holistic_crop", "same_scene_crop")
-QUERY_KINDS = ("copy", "negative", "hard_negative_holistic", "hard_negative_same_scene")
+REFERENCE_KINDS = ("reference", "distractor", "holistic_crop", "same_scene_crop", "shared_overlay_reference")
+QUERY_KINDS = ("copy", "negative", "hard_negative_holistic", "hard_negative_same_scene",
+               "hard_negative_shared_overlay")
 _ID_RE = re.compile(r"^[RQB]\d{6,}\.jpg$")
 _TMP_RE = re.compile(r"^\.[RQB]\d{6,}\.jpg\.\d+\.tmp$")  # left by an interrupted build
 
@@ -135,16 +136,35 @@ def build_benchmark(
     n_background: int = 100,
     n_holistic: int = 100,
     n_same_scene: int = 50,
+    n_shared_overlay: int = 0,
+    recipe: str = "augly",
+    symbols: str | Path | None = None,
     seed: int = 0,
     workers: int = 1,
     progress: bool = True,
 ) -> BenchmarkSummary:
     """Build the benchmark described in this module's docstring from the photos in folder ``photos`` into
     ``out_dir``. Unreadable photos are skipped and reported. Raises :class:`BenchmarkError` for settings the
-    folder cannot satisfy. Same arguments (``workers`` and ``progress`` aside) => byte-identical output."""
+    folder cannot satisfy. Same arguments (``workers`` and ``progress`` aside) => byte-identical output.
+
+    ``recipe``: the edit recipe of the queries (:mod:`matcher.benchmark.recipes`: "augly", the default, or
+    "independent"). ``n_shared_overlay``: pairs of different pictures carrying the same caption, sign or symbol
+    (the reference, and a lightly edited query that is no copy of it); ``symbols``: a folder of pictures used as
+    those symbols (e.g. clip art), else drawn signs and captions only."""
     counts = {"n_distractors": n_distractors, "n_background": n_background, "n_holistic": n_holistic,
-              "n_same_scene": n_same_scene}
+              "n_same_scene": n_same_scene, "n_shared_overlay": n_shared_overlay}
     check_args(n_references, n_queries, copy_fraction, counts, workers)
+    try:
+        chain_families = get_recipe(recipe).chain_families
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
+    symbol_paths: tuple[Path, ...] = ()
+    if symbols is not None:
+        if not Path(symbols).is_dir():
+            raise BenchmarkError(f"symbols folder not found: '{symbols}'")
+        symbol_paths = tuple(list_images(symbols))
+        if not symbol_paths:
+            raise BenchmarkError(f"symbols folder '{symbols}' holds no pictures")
     folder, out = Path(photos), Path(out_dir)
     if not folder.is_dir():
         raise BenchmarkError(f"photo folder not found: '{folder}'")
@@ -154,15 +174,16 @@ def build_benchmark(
     n_pos = round(copy_fraction * n_queries)
     n_neg = n_queries - n_pos
     # every role needs its own units, plus one filler unit (composites) and one negative source
-    need = n_references + sum(counts.values()) + int(n_queries + n_same_scene > 0) + int(n_neg > 0)
+    need = (n_references + sum(counts.values()) + n_shared_overlay + int(n_queries + n_same_scene > 0)
+            + int(n_neg > 0))
     units, k = make_units(photo_list, need)
     rng = np.random.default_rng([seed, 0])
-    jobs, fillers, n_neg_sources = plan_jobs(rng, units, n_references, n_pos, n_neg, counts)
+    jobs, fillers, n_neg_sources = plan_jobs(rng, units, n_references, n_pos, n_neg, counts, chain_families)
 
     for sub in ("references", "queries", "background"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # an old manifest must not describe a half-rebuilt folder
-    state = WorkerState(photo_list, fillers, out, seed)
+    state = WorkerState(photo_list, fillers, out, seed, recipe, symbol_paths)
     results = execute(jobs, state, workers, progress)
 
     sections: dict[str, dict[str, Any]] = {"references": {}, "queries": {}, "background": {}}
@@ -171,9 +192,11 @@ def build_benchmark(
     refs = dict(sorted(sections["references"].items()))
     queries = dict(sorted(sections["queries"].items()))
     background = dict(sorted(sections["background"].items()))
-    for qid, q in queries.items():  # link holistic crops to their query
+    for qid, q in queries.items():  # link holistic crops and shared-overlay references to their query
         if q["kind"] == "hard_negative_holistic":
             refs[q["related_references"][0]]["holistic_query"] = qid
+        elif q["kind"] == "hard_negative_shared_overlay":
+            refs[q["related_references"][0]]["shared_overlay_query"] = qid
     os.sync()  # the images are durable before the files that describe them are written
     gt = [GroundTruthMatch(qid, q["reference_id"] or "") for qid, q in queries.items()]
     write_ground_truth(out / "ground_truth.csv", gt)
@@ -184,7 +207,8 @@ def build_benchmark(
         "params": {"n_references": n_references, "n_queries": n_queries, "copy_fraction": copy_fraction,
                    "n_distractors": n_distractors, "n_background": n_background, "n_holistic": n_holistic,
                    "n_same_scene": n_same_scene, "jpeg_quality": JPEG_QUALITY, "max_side": MAX_SIDE,
-                   "min_visible": MIN_VISIBLE},
+                   "min_visible": MIN_VISIBLE, "n_shared_overlay": n_shared_overlay, "recipe": recipe,
+                   "symbols": None if symbols is None else str(symbols)},
         "photos": str(photos),
         "plan": {"n_photos": len(photo_list), "tiles_per_photo": k, "n_units": len(units),
                  "n_filler": len(fillers), "n_negative_sources": n_neg_sources,
@@ -205,7 +229,7 @@ def build_benchmark(
         out_dir=out, n_photos=len(photo_list), skipped=skipped, tiles_per_photo=k,
         references=_ordered(Counter(r["kind"] for r in refs.values()), REFERENCE_KINDS),
         queries=_ordered(Counter(q["kind"] for q in queries.values()), QUERY_KINDS),
-        families={f: families[f] for f in (*CHAIN_FAMILIES, "mild") if families[f]},
+        families={f: families[f] for f in (*chain_families, "mild") if families[f]},
         n_background=len(background), n_filler=len(fillers), n_negative_sources=n_neg_sources,
         ground_truth_pairs=sum(1 for m in gt if m.reference_id),
     )

@@ -7,15 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from matcher.benchmark.edits import (
-    CHAIN_FAMILIES,
-    COMPOSITE_FAMILIES,
-    EDITS,
-    EditContext,
-    edits_in_family,
-    resize_image,
-)
+from matcher.benchmark.edits import CHAIN_FAMILIES, COMPOSITE_FAMILIES, EditContext, resize_image
 from matcher.benchmark.geometry import ContentTracker, scaling
+from matcher.benchmark.recipes import Recipe, get_recipe
 
 __all__ = ["ChainResult", "apply_chain", "fit_size", "sample_families"]
 
@@ -55,9 +49,10 @@ def sample_families(
     n_edits: int | None = None,
     primary: str | None = None,
     families: Sequence[str] = CHAIN_FAMILIES,
+    composites: frozenset[str] = COMPOSITE_FAMILIES,
 ) -> list[str]:
     """Draw an ordered list of ``n_edits`` (default: 1, 2 or 3 with probabilities :data:`N_EDITS_P`) distinct
-    families from ``families``, containing ``primary`` when given, with at most one composite family; the
+    families from ``families``, containing ``primary`` when given, with at most one of the ``composites``; the
     order is random."""
     if n_edits is None:
         n_edits = int(rng.choice(3, p=N_EDITS_P)) + 1
@@ -65,8 +60,8 @@ def sample_families(
         raise ValueError(f"n_edits must be >= 1, got {n_edits}")
     chosen = [primary] if primary is not None else []
     while len(chosen) < n_edits:
-        has_composite = any(f in COMPOSITE_FAMILIES for f in chosen)
-        pool = [f for f in families if f not in chosen and not (has_composite and f in COMPOSITE_FAMILIES)]
+        has_composite = any(f in composites for f in chosen)
+        pool = [f for f in families if f not in chosen and not (has_composite and f in composites)]
         if not pool:
             break
         chosen.append(pool[int(rng.integers(len(pool)))])
@@ -100,24 +95,27 @@ def apply_chain(
     primary: str | None = None,
     max_side: int = 1024,
     min_side: int = 64,
+    recipe: Recipe | None = None,
 ) -> ChainResult:
-    """Apply a chain of edits to RGB uint8 (H, W, 3) ``image``.
+    """Apply a chain of edits of ``recipe`` (default: the "augly" recipe) to RGB uint8 (H, W, 3) ``image``.
 
     ``families``: the exact ordered families to apply (an edit is drawn within each); default
     :func:`sample_families` (``n_edits``, ``primary``). At most one composite family is allowed. The result is
     rescaled (aspect kept) so its longer side lies in [min_side, max_side] px (shorter side >= 32 px when
     possible).
     """
-    fams = list(families) if families is not None else sample_families(rng, n_edits, primary)
-    if sum(f in COMPOSITE_FAMILIES for f in fams) > 1:
+    recipe = recipe or get_recipe("augly")
+    fams = list(families) if families is not None else sample_families(
+        rng, n_edits, primary, recipe.chain_families, recipe.composite_families)
+    if sum(f in recipe.composite_families for f in fams) > 1:
         raise ValueError(f"at most one composite edit per chain, got families {fams}")
     tracker = ContentTracker((image.shape[1], image.shape[0]))
     out = image
     edits: list[dict[str, Any]] = []
     for fam in fams:
-        names = edits_in_family(fam)
+        names = recipe.edits_in_family(fam)
         name = names[int(rng.integers(len(names)))]
-        res = EDITS.get(name)(out, rng, ctx)
+        res = recipe.edit(name)(out, rng, ctx)
         out = res.image
         tracker.step(res.transform, (out.shape[1], out.shape[0]), res.visible_box)
         edits.append({"name": name, "family": fam, "params": res.params})
@@ -130,7 +128,7 @@ def apply_chain(
         fit = [round(sx, 6), round(sy, 6)]
     quad, box, visible = tracker.result()
     save_quality = None
-    if edits and edits[-1]["name"] in ("jpeg_quality", "mild_jpeg"):
-        save_quality = int(edits[-1]["params"]["quality"])
+    if edits and edits[-1]["family"] in ("jpeg", "mild") and "quality" in edits[-1]["params"]:
+        save_quality = int(edits[-1]["params"]["quality"])  # a JPEG re-encode: keep its artefacts as made
     out = np.ascontiguousarray(out)
     return ChainResult(out, edits, tracker.transform, quad, box, visible, fit, save_quality)

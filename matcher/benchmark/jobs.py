@@ -20,7 +20,9 @@ from PIL import Image
 
 from matcher.benchmark.chain import apply_chain, fit_size
 from matcher.benchmark.edits import EditContext
+from matcher.benchmark.overlays import shared_overlay
 from matcher.benchmark.plan import MIN_UNIT_SIDE, Box, Photo, Unit
+from matcher.benchmark.recipes import get_recipe
 from matcher.config import LoadConfig
 from matcher.io.images import load_image
 
@@ -41,6 +43,8 @@ class WorkerState:
     fillers: list[Unit]
     out_dir: Path
     seed: int
+    recipe: str = "augly"  # the edit recipe (matcher.benchmark.recipes)
+    symbols: tuple[Path, ...] = ()  # pictures used as shared logos/signs (hard_negative_shared_overlay)
     cache: OrderedDict[tuple[int, Box], np.ndarray] = field(default_factory=OrderedDict)
 
 
@@ -122,6 +126,11 @@ def _run_job(job: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     entry: dict[str, Any] = {
         "source": state.photos[unit.photo].name, "crop_box": _box_or_none(state, unit.photo, box)
     }
+    if job.get("overlay") is not None:  # the same words or symbol on two different pictures
+        src, overlay_params = shared_overlay(src, int(job["overlay"]), state.symbols,
+                                             np.random.default_rng([state.seed, 2, job["index"], int(
+                                                 job["section"] == "queries")]))
+        entry["overlay"] = overlay_params
     if job["section"] in ("references", "background"):
         folder = "references" if job["section"] == "references" else "background"
         _save_jpeg(state.out_dir / folder / f"{job['id']}.jpg", src, JPEG_QUALITY)
@@ -138,17 +147,19 @@ def _run_job(job: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         return _unit_image(state, state.fillers[j])
 
     ctx = EditContext(random_other_photo=other_photo)
+    recipe = get_recipe(state.recipe)
     if job["primary"] is None:  # lightly edited: one mild edit (3 in 4) or none
-        res = apply_chain(src, rng, ctx, families=["mild"] if rng.random() < 0.75 else [], max_side=MAX_SIDE)
+        res = apply_chain(src, rng, ctx, families=["mild"] if rng.random() < 0.75 else [], max_side=MAX_SIDE,
+                          recipe=recipe)
     else:
         for _ in range(MAX_TRIES):
             fillers.clear()
-            res = apply_chain(src, rng, ctx, primary=job["primary"], max_side=MAX_SIDE)
+            res = apply_chain(src, rng, ctx, primary=job["primary"], max_side=MAX_SIDE, recipe=recipe)
             if res.visible_fraction is None or res.visible_fraction >= MIN_VISIBLE:
                 break
         else:
             fillers.clear()
-            res = apply_chain(src, rng, ctx, families=[job["primary"]], max_side=MAX_SIDE)
+            res = apply_chain(src, rng, ctx, families=[job["primary"]], max_side=MAX_SIDE, recipe=recipe)
     quality = res.save_quality or JPEG_QUALITY
     _save_jpeg(state.out_dir / "queries" / f"{job['id']}.jpg", res.image, quality)
     entry.update({

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from matcher.benchmark.edits import CHAIN_FAMILIES
 from matcher.config import LoadConfig
 from matcher.io.folders import SkippedFile, scan_folder
 from matcher.io.images import ImageLoadError, load_image
@@ -121,11 +120,11 @@ def check_args(
         )
 
 
-def _family_cycle(rng: np.random.Generator, n: int) -> list[str]:
-    """``n`` primary families, each family equally often (shuffled rounds over CHAIN_FAMILIES)."""
+def _family_cycle(rng: np.random.Generator, n: int, families: tuple[str, ...]) -> list[str]:
+    """``n`` primary families, each family equally often (shuffled rounds over ``families``)."""
     out: list[str] = []
     while len(out) < n:
-        out.extend(CHAIN_FAMILIES[i] for i in rng.permutation(len(CHAIN_FAMILIES)))
+        out.extend(families[i] for i in rng.permutation(len(families)))
     return out[:n]
 
 
@@ -162,10 +161,11 @@ def _ids(rng: np.random.Generator, prefix: str, n: int) -> list[str]:
 
 
 def plan_jobs(
-    rng: np.random.Generator, units: list[Unit], n_ref: int, n_pos: int, n_neg: int, counts: dict[str, int]
+    rng: np.random.Generator, units: list[Unit], n_ref: int, n_pos: int, n_neg: int, counts: dict[str, int],
+    families: tuple[str, ...],
 ) -> tuple[list[dict[str, Any]], list[Unit], int]:
     """All jobs (references, queries, background) with fresh ids; also the filler units and the number of
-    negative sources."""
+    negative sources. ``families``: the recipe's chain families (primary families cycle over them)."""
     order = [units[i] for i in rng.permutation(len(units))]
     take = iter(order)
     refs = [next(take) for _ in range(n_ref)]
@@ -173,6 +173,7 @@ def plan_jobs(
     holistic = [next(take) for _ in range(counts["n_holistic"])]
     same_scene = [next(take) for _ in range(counts["n_same_scene"])]
     background = [next(take) for _ in range(counts["n_background"])]
+    shared = [(next(take), next(take)) for _ in range(counts.get("n_shared_overlay", 0))]
     spare = list(take)
     n_chain_queries = n_pos + n_neg + 2 * counts["n_same_scene"]
     if n_neg > 0:
@@ -189,10 +190,10 @@ def plan_jobs(
     for u in distractors:
         ref_specs.append((u, u.box, {"kind": "distractor"}))
     pos_order = [int(i) for i in rng.permutation(n_ref)] if n_ref else []
-    for i, fam in enumerate(_family_cycle(rng, n_pos)):
+    for i, fam in enumerate(_family_cycle(rng, n_pos, families)):
         r = pos_order[i % n_ref]
         query_specs.append({"unit": refs[r], "box": refs[r].box, "kind": "copy", "ref": r, "primary": fam})
-    for j, fam in enumerate(_family_cycle(rng, n_neg)):
+    for j, fam in enumerate(_family_cycle(rng, n_neg, families)):
         u = neg_sources[j % len(neg_sources)]
         query_specs.append({"unit": u, "box": u.box, "kind": "negative", "ref": None, "primary": fam})
     for u in holistic:
@@ -202,7 +203,7 @@ def plan_jobs(
             {"unit": u, "box": u.box, "kind": "hard_negative_holistic", "ref": None, "primary": None,
              "related": [r]}
         )
-    fams = _family_cycle(rng, 2 * len(same_scene))
+    fams = _family_cycle(rng, 2 * len(same_scene), families)
     for k, u in enumerate(same_scene):
         a, b, c = _same_scene_boxes(rng, u.box)
         ra, rb = len(ref_specs), len(ref_specs) + 1
@@ -213,6 +214,12 @@ def plan_jobs(
         )
         query_specs.append({"unit": u, "box": c, "kind": "hard_negative_same_scene", "ref": None,
                             "primary": fams[2 * k + 1], "related": [ra, rb]})
+    for k, (ur, uq) in enumerate(shared):  # two different pictures carrying the same words or symbol
+        overlay = int(rng.integers(1 << 31))
+        r = len(ref_specs)
+        ref_specs.append((ur, ur.box, {"kind": "shared_overlay_reference", "overlay": overlay}))
+        query_specs.append({"unit": uq, "box": uq.box, "kind": "hard_negative_shared_overlay", "ref": None,
+                            "primary": None, "related": [r], "overlay": overlay})
 
     rids, qids = _ids(rng, "R", len(ref_specs)), _ids(rng, "Q", len(query_specs))
     bids = _ids(rng, "B", len(background))
@@ -222,7 +229,7 @@ def plan_jobs(
         if "pair" in extra:
             ex["same_scene_pair"] = rids[extra["pair"]]
         jobs.append({"section": "references", "id": rids[i], "index": i, "photo": u.photo, "unit_box": u.box,
-                     "box": box, "extra": ex})
+                     "box": box, "extra": ex, "overlay": extra.get("overlay")})
     for i, q in enumerate(query_specs):
         ex = {}
         if "pair" in q:
@@ -231,7 +238,8 @@ def plan_jobs(
             ex["related_references"] = [rids[r] for r in q["related"]]
         jobs.append({"section": "queries", "id": qids[i], "index": i, "photo": q["unit"].photo,
                      "unit_box": q["unit"].box, "box": q["box"], "kind": q["kind"], "primary": q["primary"],
-                     "reference_id": None if q["ref"] is None else rids[q["ref"]], "extra": ex})
+                     "reference_id": None if q["ref"] is None else rids[q["ref"]], "extra": ex,
+                     "overlay": q.get("overlay")})
     for i, u in enumerate(background):
         jobs.append({"section": "background", "id": bids[i], "index": i, "photo": u.photo, "unit_box": u.box,
                      "box": u.box})

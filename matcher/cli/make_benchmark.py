@@ -21,6 +21,15 @@ def add_make_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background", type=int, default=100, help="background (default: %(default)s)")
     parser.add_argument("--holistic", type=int, default=100, help="holistic negatives (default: %(default)s)")
     parser.add_argument("--same-scene", type=int, default=50, help="same-scene pairs (default: %(default)s)")
+    parser.add_argument("--shared-overlay", type=int, default=0,
+                        help="hard negatives: pairs of different pictures with the same caption, sign or symbol "
+                             "(default: %(default)s)")
+    parser.add_argument("--symbols", type=Path, default=None,
+                        help="folder of pictures used as the shared symbols (e.g. clip art); default: drawn signs "
+                             "and captions only")
+    parser.add_argument("--recipe", choices=("augly", "independent"), default="augly",
+                        help="edit recipe of the queries: augly (the training generator) or independent (a second "
+                             "generator, PIL/OpenCV only, wider ranges; evaluation only) (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -35,7 +44,8 @@ def run_make_benchmark(args: argparse.Namespace) -> int:
         summary = build_benchmark(
             args.photos, args.out, n_references=args.references, n_queries=args.queries,
             copy_fraction=args.copy_fraction, n_distractors=args.distractors, n_background=args.background,
-            n_holistic=args.holistic, n_same_scene=args.same_scene, seed=args.seed, workers=args.workers,
+            n_holistic=args.holistic, n_same_scene=args.same_scene, n_shared_overlay=args.shared_overlay,
+            recipe=args.recipe, symbols=args.symbols, seed=args.seed, workers=args.workers,
             progress=not args.quiet,
         )
     except (BenchmarkError, FileNotFoundError) as e:
