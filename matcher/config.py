@@ -30,6 +30,12 @@ class LocalConfig:
     sift_edge_threshold: float = 10.0  # OpenCV SIFT edgeThreshold (larger keeps more edge-like keypoints)
     sift_octave_layers: int = 3  # DoG layers per octave (OpenCV nOctaveLayers)
     sift_sigma: float = 1.6  # Gaussian sigma of octave 0 (OpenCV sigma)
+    sift_fallback_below: int = 100  # fewer keypoints than this at the thresholds above: detect again with the
+    # fallback thresholds below and keep the strongest (low-contrast and flat pictures; bench/RESULTS.md,
+    # keypoint starvation); 0 = off
+    sift_fallback_contrast_threshold: float = 0.005  # contrastThreshold of the fallback detection
+    sift_fallback_edge_threshold: float = 40.0  # edgeThreshold of the fallback detection (keeps corners of
+    # smooth curves, which flat graphics are made of)
     ratio: float = 0.85  # Lowe ratio test on L2 distances (best / second best)
     mutual: bool = True  # keep only mutual nearest neighbours
     mirror: bool = True  # also match mirrored descriptors (flip invariance)

@@ -202,6 +202,9 @@ class SiftExtractor:
         sigma: float = 1.6,
         max_upscale: float = 2.0,
         compute_mirrored: bool = False,
+        fallback_below: int = 0,
+        fallback_contrast_threshold: float = 0.005,
+        fallback_edge_threshold: float = 40.0,
     ) -> None:
         if working_size < 16 or max_keypoints < 1 or max_upscale < 1.0:
             raise ValueError(
@@ -216,6 +219,9 @@ class SiftExtractor:
         self.sigma = float(sigma)
         self.max_upscale = float(max_upscale)
         self.compute_mirrored = bool(compute_mirrored)
+        self.fallback_below = max(0, int(fallback_below))
+        self.fallback_contrast_threshold = float(fallback_contrast_threshold)
+        self.fallback_edge_threshold = float(fallback_edge_threshold)
         # nfeatures lets OpenCV drop weak keypoints before describing them; it may keep a few more on ties,
         # which _strongest trims deterministically.
         self._sift = cv2.SIFT_create(
@@ -225,6 +231,13 @@ class SiftExtractor:
             edgeThreshold=self.edge_threshold,
             sigma=self.sigma,
         )
+        self._fallback = cv2.SIFT_create(
+            nfeatures=self.max_keypoints,
+            nOctaveLayers=self.n_octave_layers,
+            contrastThreshold=self.fallback_contrast_threshold,
+            edgeThreshold=self.fallback_edge_threshold,
+            sigma=self.sigma,
+        ) if self.fallback_below else None
 
     def signature(self) -> dict[str, Any]:
         """Name and every parameter that changes the stored features."""
@@ -238,15 +251,23 @@ class SiftExtractor:
             "n_octave_layers": self.n_octave_layers,
             "sigma": self.sigma,
             "max_upscale": self.max_upscale,
+            **({"fallback_below": self.fallback_below,
+                "fallback_contrast_threshold": self.fallback_contrast_threshold,
+                "fallback_edge_threshold": self.fallback_edge_threshold} if self.fallback_below else {}),
         }
 
     def extract(self, image: np.ndarray) -> LocalFeatures:
-        """Features of an RGB uint8 (H, W, 3) image; N = 0 when nothing is detected (flat or tiny images)."""
+        """Features of an RGB uint8 (H, W, 3) image; N = 0 when nothing is detected (flat or tiny images).
+
+        With ``fallback_below`` set, a picture with fewer keypoints than that is detected again with the fallback
+        thresholds (low contrast, lenient edge test), and the strongest keypoints of that pass fill the budget."""
         width, height = _image_size(image)
         gray, sx, sy = prepare_gray(image, self.working_size, self.max_upscale)
         if min(gray.shape[:2]) < 8:
             return self._finish(LocalFeatures.empty(width, height))
         kps, desc = self._sift.detectAndCompute(gray, None)
+        if self._fallback is not None and len(kps) < self.fallback_below:
+            kps, desc = self._fallback.detectAndCompute(gray, None)
         if not kps or desc is None:
             return self._finish(LocalFeatures.empty(width, height))
         xy = np.array([kp.pt for kp in kps], np.float32).reshape(-1, 2)
@@ -378,6 +399,9 @@ def create_sift(
     max_upscale: float = 2.0,
     compute_mirrored: bool = False,
     device: str = "cpu",
+    fallback_below: int = 0,
+    fallback_contrast_threshold: float = 0.005,
+    fallback_edge_threshold: float = 40.0,
 ) -> SiftExtractor:
     """OpenCV SIFT extractor; runs on the CPU whatever ``device`` says (accepted for a uniform interface)."""
     del device
@@ -390,6 +414,9 @@ def create_sift(
         sigma,
         max_upscale,
         compute_mirrored,
+        fallback_below,
+        fallback_contrast_threshold,
+        fallback_edge_threshold,
     )
 
 
@@ -404,10 +431,16 @@ def create_sift_kornia(
     max_upscale: float = 2.0,
     compute_mirrored: bool = False,
     device: str = "auto",
+    fallback_below: int = 0,
+    fallback_contrast_threshold: float = 0.005,
+    fallback_edge_threshold: float = 40.0,
 ) -> KorniaSiftExtractor:
     """kornia SIFT extractor on ``device`` ("auto": CUDA when available). ``edge_threshold`` and ``sigma`` are
-    accepted for a uniform interface; kornia's pipeline has no edge test and a fixed sigma of 1.6."""
-    del edge_threshold, sigma
+    accepted for a uniform interface; kornia's pipeline has no edge test and a fixed sigma of 1.6. The fallback
+    detection is not implemented for kornia: ``fallback_below`` must be 0."""
+    del edge_threshold, sigma, fallback_contrast_threshold, fallback_edge_threshold
+    if fallback_below:
+        raise ValueError("sift-kornia has no fallback detection: set local.sift_fallback_below to 0")
     return KorniaSiftExtractor(
         working_size,
         max_keypoints,
@@ -435,4 +468,7 @@ def create_extractor(config: LocalConfig, device: str = "auto") -> LocalFeatureE
         max_upscale=config.max_upscale,
         compute_mirrored=config.mirror,
         device=device,
+        fallback_below=config.sift_fallback_below,
+        fallback_contrast_threshold=config.sift_fallback_contrast_threshold,
+        fallback_edge_threshold=config.sift_fallback_edge_threshold,
     )

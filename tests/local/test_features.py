@@ -15,6 +15,7 @@ from matcher.local.features import (
     MIRROR_PERMUTATION,
     LocalFeatureExtractor,
     create_extractor,
+    create_sift,
     mirror_sift_descriptors,
     prepare_gray,
     rootsift,
@@ -276,3 +277,29 @@ def test_kornia_sift_runs_and_is_close_to_opencv(kornia_sift, astronaut):
     # for co-located keypoints, the best descriptor agreement is high (same layout, same RootSIFT)
     cos = np.where(close, k.descriptors @ o.descriptors.T, -1.0).max(1)[has]
     assert np.median(cos) > 0.8
+
+
+class TestFallbackDetection:
+    """A starved picture (dark, flat) is detected again with low-contrast, lenient-edge thresholds."""
+
+    def test_dark_picture_gets_keypoints(self, astronaut):
+        dark = (astronaut.astype(np.float32) * 0.08).astype(np.uint8)  # a dark copy
+        plain = create_sift(fallback_below=0).extract(dark)
+        filled = create_sift(fallback_below=100).extract(dark)
+        assert plain.n < 100 <= filled.n <= 1024
+        assert filled.keypoints[:, 0].max() < dark.shape[1] and filled.keypoints[:, 1].max() < dark.shape[0]
+
+    def test_textured_picture_is_unchanged(self, astronaut):
+        a = create_sift(fallback_below=0).extract(astronaut)
+        b = create_sift(fallback_below=100).extract(astronaut)
+        assert a.n >= 100
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+        np.testing.assert_array_equal(a.descriptors, b.descriptors)
+
+    def test_signature_and_config(self):
+        assert "fallback_below" not in create_sift(fallback_below=0).signature()
+        sig = create_extractor(LocalConfig()).signature()
+        assert sig["fallback_below"] == LocalConfig().sift_fallback_below > 0
+        assert sig["fallback_contrast_threshold"] == 0.005 and sig["fallback_edge_threshold"] == 40.0
+        with pytest.raises(ValueError, match="fallback"):
+            create_extractor(LocalConfig(extractor="sift-kornia"), device="cpu")

@@ -21,7 +21,8 @@ __all__ = ["canonical", "check_config", "check_descriptor", "check_signature", "
 # Config keys that change what is stored.
 _DESCRIPTOR_KEYS = ("model", "dim", "image_size", "scales")
 _LOCAL_KEYS = ("extractor", "working_size", "max_keypoints", "max_upscale", "sift_contrast_threshold",
-               "sift_edge_threshold", "sift_octave_layers", "sift_sigma")
+               "sift_edge_threshold", "sift_octave_layers", "sift_sigma", "sift_fallback_below",
+               "sift_fallback_contrast_threshold", "sift_fallback_edge_threshold")
 _DETECTOR_KEYS = ("weights", "conf", "iou", "max_boxes", "imgsz")
 
 
@@ -57,11 +58,22 @@ def weights_sha256(config: MatcherConfig) -> str | None:
     return file_sha256(path) if path else None
 
 
+# Settings added after indexes were first written, with the value that reproduces what an index built before them
+# holds (a stored configuration without the key was built that way).
+_ADDED_SINCE: dict[str, dict[str, Any]] = {"local": {"sift_fallback_below": 0}}
+
+
 def stored_config(db: Path, info: dict[str, Any]) -> MatcherConfig:
-    """The configuration an index was built with; :class:`IndexStoreError` when it does not fit this build."""
+    """The configuration an index was built with (settings added since it was built take the value that reproduces
+    what it holds); :class:`IndexStoreError` when it does not fit this build."""
     try:
-        return MatcherConfig.make(**info["config"])
-    except (KeyError, TypeError, ValueError) as e:
+        stored = {k: dict(v) if isinstance(v, dict) else v for k, v in info["config"].items()}
+        for section, keys in _ADDED_SINCE.items():
+            if isinstance(stored.get(section), dict):
+                for key, value in keys.items():
+                    stored[section].setdefault(key, value)
+        return MatcherConfig.make(**stored)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise IndexStoreError(f"{db}: the stored configuration does not fit this build ({e})") from None
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Self
 
 from matcher.config import MatcherConfig
 from matcher.io.progress import Progress, ProgressBars
-from matcher.references.disk.compat import check_config, stored_config
+from matcher.references.disk.compat import check_config, check_signature, stored_config
 from matcher.references.disk.lock import write_lock
 from matcher.references.disk.reader import DEFAULT_CACHE_BYTES, IndexReader
 from matcher.references.disk.schema import (
@@ -94,6 +94,10 @@ class IndexStore(IndexReader):
                 config = stored
             else:
                 check_config(p, info, stored, config, descriptor)
+            if info.get("local_signature") is not None:  # the queries' local features must be the references'
+                from matcher.local.features import create_extractor
+
+                check_signature(p, info, create_extractor(config.local, device="cpu").signature())
             return cls(p, con, info, config, descriptor, cache_bytes, engine)
         except BaseException:
             con.close()
