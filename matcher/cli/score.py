@@ -34,6 +34,13 @@ def _print_local(ev) -> None:
           + ("" if ev.detector_iou is None else f", detector IoU {ev.detector_iou:.2f}")
           + ("" if ev.frame_seam is None else ", no reference border inside the query" if math.isnan(ev.frame_seam)
              else f", seam along the reference border {ev.frame_seam:.1f} (~1 = content runs on, >3 = pasted)"))
+    d = ev.dense
+    if d is not None:
+        print("dense alignment: " + (f"{d.agree:.0%} of the overlap agrees"
+                                     + ("" if math.isnan(d.agree_outside) else
+                                        f" ({d.agree_outside:.0%} outside the inliers)")
+                                     + f", largest disagreeing area {d.disagree_blob:.0%} of {d.cells} cells"
+                                     if d.measured else f"not measured ({d.cells} textured overlap cells)"))
 
 
 def run_score(args: argparse.Namespace) -> int:

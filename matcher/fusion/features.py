@@ -45,6 +45,10 @@ FEATURE_NAMES = (
     "inside_norm",  # reference_inside_query * max(0, log_norm_ratio)
     "frame_seam",  # log seam strength along the reference frame inside the query, in [-2, 4]; 0 when none inside
     "inside_without_seam",  # reference_inside_query * seamless(seam): 1 at seam <= SEAM_NONE, 0 at >= SEAM_CLEAR
+    "dense_measured",  # 1 when the dense alignment check measured the pair (matcher.local.alignment)
+    "dense_agree",  # share of the overlap's textured cells where the aligned pictures agree (0 if not measured)
+    "dense_agree_outside",  # the same outside the inliers' hull (= dense_agree when the hull covers the overlap)
+    "dense_disagree_blob",  # largest connected disagreeing area, share of the measured cells (0 if not measured)
 )
 SEAM_NONE = 2.0  # seam ratio (matcher.local.seam) at or below which the frame counts as showing no seam
 SEAM_CLEAR = 3.0  # seam ratio at or above which "reference inside the query" is fully explained by a paste
@@ -97,6 +101,13 @@ def pair_features(ev: PairEvidence | None, g: GlobalEvidence, gate_margin: float
         seamless = inside * min(1.0, max(0.0, w))
     else:  # no side of the frame inside the query (or not measured): nothing to check
         log_seam = seamless = 0.0
+    dense = ev.dense if ok and ev is not None else None
+    if dense is not None and dense.measured:
+        d_ok, d_agree = 1.0, float(dense.agree)
+        d_out = float(dense.agree_outside) if math.isfinite(dense.agree_outside) else d_agree
+        d_blob = float(dense.disagree_blob)
+    else:
+        d_ok = d_agree = d_out = d_blob = 0.0
     # missing global scores (pair found only by another generator) count as "no similarity"
     full = _finite(g.full, -0.2)
     regions = max(_finite(g.regions, -0.2), full)
@@ -105,4 +116,5 @@ def pair_features(ev: PairEvidence | None, g: GlobalEvidence, gate_margin: float
     return np.array([
         float(ok), inl, ratio, cov, q_in_r, r_in_q, inside, inside * det, det,
         full, regions, to_local, lnr, max(0.0, lnr - gate_margin), inside * max(0.0, lnr), log_seam, seamless,
+        d_ok, d_agree, d_out, d_blob,
     ], np.float64)

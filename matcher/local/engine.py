@@ -12,9 +12,11 @@ import numpy as np
 
 from matcher.config import MatcherConfig
 from matcher.io.images import ImageLoadError, load_image
+from matcher.local.alignment import QueryPyramid, agreement_map, dense_evidence, reference_thumbnail
 from matcher.local.evidence import PairEvidence
 from matcher.local.features import create_extractor
 from matcher.local.score import LocalScoreModel
+from matcher.local.seam import to_gray
 from matcher.local.types import LocalFeatures
 from matcher.local.verify import (
     QueryFeatures,
@@ -26,7 +28,7 @@ from matcher.local.verify import (
 )
 from matcher.regions.region import Region
 
-__all__ = ["LocalEngine", "PairResult", "ScoredPair", "score_pair"]
+__all__ = ["LocalEngine", "PairResult", "ScoredPair", "dense_check", "score_pair"]
 
 # Load refusals that mean "nothing to match" (score 0 with the reason) rather than "broken input" (raised).
 _SCORE_ZERO_REASONS = frozenset({"too_small", "too_many_pixels"})
@@ -101,6 +103,7 @@ class LocalEngine:
                 return PairResult(0.0, False, self.config.threshold, ev)
         q_img, r_img = images
         score, ev = self.verify_features(self.query_features(q_img), self.reference_features(r_img))
+        dense_check(ev, q_img, r_img)
         return PairResult(score, score >= self.config.threshold, self.config.threshold, ev)
 
     def verify_features(self, qf: QueryFeatures, rf: LocalFeatures) -> tuple[float, PairEvidence]:
@@ -136,6 +139,18 @@ class LocalEngine:
         else:
             reason = f"too few tentative matches (< {self.config.local.min_inliers})"
         return PairEvidence(reason=reason, model=self.config.local.model)
+
+
+def dense_check(ev: PairEvidence, query: np.ndarray, reference: np.ndarray) -> PairEvidence:
+    """Run the dense alignment check (:mod:`matcher.local.alignment`) of a verified pair from its RGB uint8
+    pictures and set ``ev.dense``; unverified evidence is left as it is. Returns ``ev``."""
+    if ev.verified and ev.transform is not None:
+        g, gs = to_gray(query)
+        size = (reference.shape[1], reference.shape[0])
+        amap = agreement_map(reference_thumbnail(reference), size, QueryPyramid(g, gs), ev.transform,
+                             (query.shape[1], query.shape[0]))
+        ev.dense = dense_evidence(amap, ev.reference_points, size)
+    return ev
 
 
 _ENGINES: dict[str, LocalEngine] = {}

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from matcher.config import LocalConfig
+from matcher.local.alignment import DenseEvidence
 from matcher.local.geometry import (
     apply_transform,
     clip_halfplane,
@@ -74,7 +75,10 @@ class PairEvidence:
     frame_seam: seam strength along the reference frame where it lies inside the query
     (:func:`matcher.local.seam.frame_edge_strength`: ~1 = content runs on, >> 1 = a pasted picture's border); nan
     when no side of the frame lies inside the query or too little of the match is "reference inside the query"
-    (``matcher.pipeline.SEAM_MIN_INSIDE``); None when not measured (the pipeline measures it)
+    (``matcher.pipeline.verify.SEAM_MIN_INSIDE``); None when not measured (the pipeline measures it)
+    dense: the dense alignment check of the pair (:class:`~matcher.local.alignment.DenseEvidence`: do the pictures
+    agree over their whole overlap?); None when not run (the pipeline runs it where the reference's thumbnail is
+    stored)
     """
 
     n_matches: int = 0
@@ -99,6 +103,7 @@ class PairEvidence:
     detector_iou: float | None = None  # best IoU of the inlier box in the query with a detected (YOLO) box
     detector_score: float | None = None  # that box's detector confidence; None when no detector ran
     frame_seam: float | None = None  # seam strength along the reference frame inside the query (see above)
+    dense: DenseEvidence | None = None  # the dense alignment check (matcher.local.alignment); None: not run
     query_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     reference_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
@@ -115,6 +120,9 @@ class PairEvidence:
             if name in ("query_points", "reference_points"):
                 if points:
                     d[name] = _list(val)
+                continue
+            if name == "dense":
+                d[name] = None if val is None else val.to_dict()
                 continue
             if isinstance(val, float):
                 val = None if np.isnan(val) else round(val, 6)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from matcher.config import MatcherConfig
+from matcher.local.alignment import QueryPyramid
 from matcher.local.seam import to_gray
 from matcher.local.verify import QueryFeatures
 from matcher.regions.detected import detect_picture_regions
@@ -38,7 +39,8 @@ class QueryDescription:
     regions: the global variants (regions[0] is the full image); descriptors: (V, D) float32 unnormalised ASL
     descriptors of those variants; local: local features (keypoints in original query px); detected: the
     detector's pasted-picture boxes (subset of ``regions``); size: (width, height) px; gray: (h, w) float32 grey
-    levels for the seam check (:mod:`matcher.local.seam`), ``gray_scale`` = h / height."""
+    levels for the seam check (:mod:`matcher.local.seam`), ``gray_scale`` = h / height; pyramid: the same grey
+    levels and their halvings for the dense alignment check (:mod:`matcher.local.alignment`)."""
 
     query_id: str
     regions: list[Region]
@@ -48,6 +50,7 @@ class QueryDescription:
     size: tuple[int, int]
     gray: np.ndarray | None = None
     gray_scale: float = 1.0
+    pyramid: QueryPyramid | None = None
 
 
 def describe_queries(items: Sequence[tuple[str, np.ndarray]], config: MatcherConfig, descriptor: GlobalDescriptor,
@@ -78,5 +81,6 @@ def describe_queries(items: Sequence[tuple[str, np.ndarray]], config: MatcherCon
             with timer("local_features"):
                 qf = engine.query_features(img)
                 gray, gs = to_gray(img)
-        out.append(QueryDescription(qid, regs, d, qf, det, (img.shape[1], img.shape[0]), gray, gs))
+        pyramid = QueryPyramid(gray, gs) if gray is not None else None
+        out.append(QueryDescription(qid, regs, d, qf, det, (img.shape[1], img.shape[0]), gray, gs, pyramid))
     return out

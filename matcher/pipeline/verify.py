@@ -20,6 +20,7 @@ import numpy as np
 from matcher.config import MatcherConfig
 from matcher.fusion.features import pair_features, reference_inside_query
 from matcher.fusion.load import Fusion
+from matcher.local.alignment import agreement_map, dense_evidence
 from matcher.local.evidence import PairEvidence
 from matcher.local.seam import frame_edge_strength
 from matcher.local.verify import ReferenceBank, verify_query
@@ -88,6 +89,16 @@ def _attach_seam(ev: PairEvidence, q: QueryDescription) -> None:
                      else math.nan)
 
 
+def _attach_dense(ev: PairEvidence, q: QueryDescription, thumb: np.ndarray | None,
+                  reference_size: tuple[int, int]) -> None:
+    """The dense alignment check of a verified pair (:mod:`matcher.local.alignment`), where the reference's
+    thumbnail is stored."""
+    if thumb is None or q.pyramid is None or ev.transform is None:
+        return
+    amap = agreement_map(thumb, reference_size, q.pyramid, ev.transform, q.size)
+    ev.dense = dense_evidence(amap, ev.reference_points, reference_size)
+
+
 def verify_candidates(q: QueryDescription, cands: Sequence[Candidate], store: ReferenceStore,
                       config: MatcherConfig, score_model: LocalScoreModel, fusion: Fusion | None, threshold: float,
                       gate_margin: float, *, timer: Timer | None = None) -> list[PairMatch]:
@@ -104,6 +115,11 @@ def verify_candidates(q: QueryDescription, cands: Sequence[Candidate], store: Re
         with timer("verify"):
             bank = ReferenceBank.build([str(r) for r in rows], feats)
             local = verify_query(q.local, bank, config.local, score_model)
+        with timer("dense"):
+            verified = [i for i, (_, ev) in local.items() if ev.verified]
+            thumbs = dict(zip(verified, store.thumbnails([rows[i] for i in verified]), strict=True))
+            for i in verified:
+                _attach_dense(local[i][1], q, thumbs[i], feats[i].image_size)
     out: list[PairMatch] = []
     with timer("fuse"):
         ids = store.ids

@@ -37,6 +37,7 @@ class MemoryStore:
         self._desc: list[np.ndarray] = []
         self._regions: list[tuple[list[str], np.ndarray, np.ndarray]] = []
         self._local: list[LocalFeatures | None] = []
+        self._thumbs: list[np.ndarray | None] = []
         self._global_index = ReferenceIndex.create(descriptor.dim, descriptor.name, descriptor.sha256,
                                                    config.descriptor)
         self._dim = int(descriptor.dim)
@@ -48,14 +49,15 @@ class MemoryStore:
         ``reference_id`` is already held."""
         if reference_id in self._rows:
             raise ValueError(f"reference id {reference_id!r} is already in this store (ids must be unique)")
-        (desc, regions, region_desc, local), = describe_references([image], descriptor, engine, self.config)
+        (d,) = describe_references([image], descriptor, engine, self.config)
         self._rows[reference_id] = len(self._ids)
         self._ids.append(reference_id)
-        self._desc.append(np.asarray(desc, np.float32).reshape(-1))
-        boxes = np.array([r.box for r in regions], np.int32).reshape(-1, 4)
-        crops = np.asarray(region_desc, np.float32).astype("<f2").astype(np.float32)  # as the index stores them
-        self._regions.append(([r.tag for r in regions], boxes, crops))
-        self._local.append(None if local is None else as_stored(local))
+        self._desc.append(np.asarray(d.descriptor, np.float32).reshape(-1))
+        boxes = np.array([r.box for r in d.regions], np.int32).reshape(-1, 4)
+        crops = np.asarray(d.region_descriptors, np.float32).astype("<f2").astype(np.float32)  # as the index has
+        self._regions.append(([r.tag for r in d.regions], boxes, crops))
+        self._local.append(None if d.local is None else as_stored(d.local))
+        self._thumbs.append(d.thumbnail)
         self._global_index.add([reference_id], self._desc[-1][None])
 
     # ------------------------------------------------------------------------------------------- read side
@@ -112,6 +114,10 @@ class MemoryStore:
                 raise ValueError(f"reference {self._ids[int(r)]} has no local features")
             out.append(f)
         return out
+
+    def thumbnails(self, rows: Sequence[int]) -> list[np.ndarray | None]:
+        """Grey uint8 thumbnails of ``rows`` (the dense alignment check; shared objects: do not modify)."""
+        return [self._thumbs[int(r)] for r in rows]
 
     def keypoint_voter(self, *, seed: int | None = None) -> KeypointVoter:
         """The keypoint voter over every reference's local features (built once per seed and size)."""

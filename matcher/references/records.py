@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from matcher.config import MatcherConfig
+from matcher.local.alignment import reference_thumbnail
 from matcher.local.types import LocalFeatures
 from matcher.regions.proposers import propose_regions
 from matcher.regions.region import Region
@@ -39,6 +40,7 @@ class ReferenceRecord:
     region_boxes:       (n, 4) int32 (x0, y0, x1, y1) half-open boxes in original px
     region_descriptors: (n, D) float32 unnormalised global descriptors of the crops
     local:              full-picture local features, or None when not computed
+    thumbnail:          grey uint8 (h, w) thumbnail for the dense alignment check (matcher.local.alignment)
     """
 
     id: str
@@ -52,21 +54,24 @@ class ReferenceRecord:
     region_boxes: np.ndarray
     region_descriptors: np.ndarray
     local: LocalFeatures | None = None
+    thumbnail: np.ndarray | None = None
 
 
 class DescribedReference(NamedTuple):
-    """What :func:`describe_references` gives per picture (a tuple: unpack as ``desc, regions, rdesc, local``).
+    """What :func:`describe_references` gives per picture.
 
     descriptor:         (D,) float32 unnormalised
     regions:            the n crop regions described (see :func:`reference_regions`)
     region_descriptors: (n, D) float32 unnormalised, in the order of ``regions``
     local:              full-picture local features, or None
+    thumbnail:          grey uint8 (h, w), longer side THUMB_SIDE px (matcher.local.alignment)
     """
 
     descriptor: np.ndarray
     regions: list[Region]
     region_descriptors: np.ndarray
     local: LocalFeatures | None
+    thumbnail: np.ndarray
 
 
 def reference_regions(image: np.ndarray, config: MatcherConfig) -> list[Region]:
@@ -92,7 +97,8 @@ def describe_references(
     ``descriptor.describe`` call over the whole batch, plus full-picture local features from ``engine``.
 
     ``local_mask[i]`` False skips the local features of picture i (already stored); ``seconds`` (if given)
-    accumulates "describe" and "local" wall times, s. Returns one :class:`DescribedReference` per picture.
+    accumulates "describe" and "local" wall times, s (the thumbnail counts as local). Returns one
+    :class:`DescribedReference` per picture.
     """
     t0 = time.perf_counter()
     regions = [reference_regions(im, config) for im in images]
@@ -110,7 +116,7 @@ def describe_references(
         local = None
         if engine is not None and (local_mask is None or local_mask[i]):
             local = engine.reference_features(im)
-        out.append(DescribedReference(desc[i].copy(), regs, rdesc.copy(), local))
+        out.append(DescribedReference(desc[i].copy(), regs, rdesc.copy(), local, reference_thumbnail(im)))
     if seconds is not None:
         seconds["describe"] = seconds.get("describe", 0.0) + (t1 - t0)
         seconds["local"] = seconds.get("local", 0.0) + (time.perf_counter() - t1)

@@ -27,7 +27,8 @@ class ReferenceStore(CandidateSource, Protocol):
 
     Besides what candidate search reads (:class:`~matcher.retrieval.candidates.CandidateSource`: the faiss index of
     global descriptors, the reference crops, the keypoint voter), verification reads the references' local
-    features and score normalisation may read the store's background set."""
+    features and thumbnails (the dense alignment check), and score normalisation may read the store's background
+    set."""
 
     config: MatcherConfig
 
@@ -35,5 +36,7 @@ class ReferenceStore(CandidateSource, Protocol):
     def ids(self) -> list[str]: ...  # reference ids in row order
 
     def local_features(self, rows: Sequence[int]) -> list[LocalFeatures]: ...  # full-picture features of rows
+
+    def thumbnails(self, rows: Sequence[int]) -> list[np.ndarray | None]: ...  # grey thumbnails (None: not kept)
 
     def background_descriptors(self) -> np.ndarray: ...  # (B, D) float32 unnormalised; (0, D) when none

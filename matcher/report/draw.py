@@ -1,4 +1,5 @@
-"""Drawing of a verified pair: both images side by side, inlier lines and the matched quadrilaterals."""
+"""Drawing of a verified pair: both images side by side, inlier lines, the matched quadrilaterals, and the dense
+alignment check's cells on the reference (green: the pictures agree there, red: they disagree)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,10 +23,13 @@ def draw_pair(query: np.ndarray, reference: np.ndarray, evidence: PairEvidence, 
     """RGB uint8 (height + caption band, Wq' + Wr' + gap, 3): query left, reference right.
 
     Green lines join inlier pairs (at most ``max_lines``, evenly subsampled); the yellow quadrilateral in the
-    reference is the query's frame mapped through the fit, the cyan one in the query the reference's frame.
+    reference is the query's frame mapped through the fit, the cyan one in the query the reference's frame. When the
+    dense alignment check ran, the reference's measured cells are tinted green (agree) or red (disagree).
     """
     q, sq = _fit_height(query, height)
     r, sr = _fit_height(reference, height)
+    if evidence.dense is not None and evidence.dense.state is not None:
+        _tint_cells(r, evidence.dense.state)
     gap = 8
     band = 28 if caption else 0
     # quads are drawn on each panel before composing, so a frame reaching past a panel is clipped to it
@@ -51,6 +55,23 @@ def draw_pair(query: np.ndarray, reference: np.ndarray, evidence: PairEvidence, 
     if caption:
         cv2.putText(canvas, caption, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     return canvas
+
+
+def _tint_cells(panel: np.ndarray, state: np.ndarray) -> None:
+    """Tint the cells of ``panel`` (RGB uint8, in place) by ``state`` (G, G) int8: 1 green, 0 red, -1 untouched."""
+    h, w = panel.shape[:2]
+    g = state.shape[0]
+    ys = np.linspace(0, h, g + 1).round().astype(int)
+    xs = np.linspace(0, w, g + 1).round().astype(int)
+    for i in range(g):
+        for j in range(state.shape[1]):
+            if state[i, j] < 0:
+                continue
+            colour = np.array((40, 200, 60) if state[i, j] > 0 else (230, 40, 40), np.float32)
+            cell = panel[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]
+            cell[:] = (0.72 * cell + 0.28 * colour).astype(np.uint8)
+            cv2.rectangle(panel, (int(xs[j]), int(ys[i])), (int(xs[j + 1]) - 1, int(ys[i + 1]) - 1),
+                          tuple(int(c) for c in colour), 1)
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:

@@ -247,16 +247,20 @@ def _evidence_text(local_score: float, ev) -> str:
              f"coverage q {ev.query_coverage:.2f} r {ev.reference_coverage:.2f}"]
     if ev.mirrored:
         parts.append("mirrored")
+    if ev.dense is not None and ev.dense.measured:
+        parts.append(f"dense agreement {ev.dense.agree:.2f} (largest disagreeing area {ev.dense.disagree_blob:.2f})")
     return " · ".join(parts)
 
 
 def _pair_visual(pictures: _Pictures, qid: str, rid: str) -> tuple[str, str]:
     """(HTML of the drawing or placeholders, evidence summary HTML) of one pair."""
+    from matcher.local.engine import dense_check
     from matcher.report.draw import draw_pair
 
     q, r = pictures.get("query", qid), pictures.get("reference", rid)
     if isinstance(q, tuple) and isinstance(r, tuple):
         score, ev = pictures.engine.verify_features(q[1], r[1])
+        dense_check(ev, q[0], r[0])
         # a rejected fit may still carry points and frames: draw none, they would look like a match
         shown = ev if ev.reason is None else type(ev)(reason=ev.reason)
         canvas = draw_pair(q[0], r[0], shown, height=DRAW_HEIGHT, max_lines=MAX_LINES)

@@ -111,9 +111,12 @@ class TestScore:
         assert m.is_copy and m.score >= matcher.pipeline.threshold
         assert m.evidence is not None and m.evidence.verified
         assert m.features.shape == (len(FEATURE_NAMES),)
-        assert set(m.contributions) == set(FEATURE_NAMES) | {"bias"}
+        assert set(m.contributions) == set(matcher.pipeline.fusion.features) | {"bias"}
         d = m.to_dict()
         assert json.loads(json.dumps(d))["local"]["n_inliers"] > 20
+        dense = m.evidence.dense  # the crop agrees with the reference wherever they overlap
+        assert dense is not None and dense.agree >= 0.9 and dense.disagree_blob <= 0.1 and dense.cells >= 8
+        assert json.loads(json.dumps(d))["local"]["dense"]["agree"] == pytest.approx(dense.agree, abs=1e-4)
 
     def test_asymmetric_crop_vs_holistic(self, matcher):
         """The crop is a copy of the holistic picture; the holistic picture is not a copy of its crop."""

@@ -376,3 +376,25 @@ def test_keypoint_voter_saved_grown_and_reloaded(built, tmp_path, monkeypatch):
     with IndexStore.open(idx) as store:  # and the rebuilt one is saved
         store.keypoint_voter()
         assert built_ == [1]
+
+
+def test_thumbnails_kept_for_the_dense_check(built, tmp_path):
+    refs, index, _ = built
+    copy = _copy(index, tmp_path)
+    with IndexStore.open(copy) as store:
+        thumbs = store.thumbnails([0, 3, N_REFS - 1])
+        sizes = [(r["width"], r["height"]) for r in store.records([0, 3, N_REFS - 1])]
+        for t, (w, h) in zip(thumbs, sizes, strict=True):
+            assert t is not None and t.dtype == np.uint8 and max(t.shape) == min(128, max(w, h))
+            assert abs(t.shape[1] / t.shape[0] - w / h) < 0.1
+    con = sqlite3.connect(copy / DB_NAME)  # an index written before thumbnails were kept
+    con.execute("DROP TABLE thumbnails")
+    con.commit()
+    con.close()
+    with IndexStore.open(copy) as store:
+        assert store.thumbnails([0, 1]) == [None, None]
+        dup = tmp_path / "dup"
+        dup.mkdir()
+        (dup / "again.jpg").write_bytes(next(refs.glob("*.jpg")).read_bytes())  # stored content, a new id
+        assert store.add_references(dup, progress=False).added == 1
+        assert store.thumbnails([N_REFS]) == [None]  # the copied row has no thumbnail to copy

@@ -30,6 +30,7 @@ from matcher.references.disk.schema import (
     BackgroundRow,
     IndexStoreError,
     RefRow,
+    read_thumbnails,
 )
 from matcher.references.features import FeatureCache, FeatureStore, FeatureStoreError
 from matcher.retrieval.index import ReferenceIndex, ReferenceIndexError
@@ -341,6 +342,14 @@ class IndexReader:
             with self._features_lock:  # FeatureStore's shard cache is not thread-safe
                 out.append(self._cache.get_or_compute(sha, lambda s=sha: store.get(s, with_mirrored=False)))
         return out
+
+    def thumbnails(self, rows: Sequence[int]) -> list[np.ndarray | None]:
+        """Grey uint8 thumbnails of ``rows`` for the dense alignment check; None for a reference indexed before
+        thumbnails were kept (rebuild the index to check those pairs densely)."""
+        rows = self._check_rows(rows)
+        with self._db_lock:
+            found = read_thumbnails(self._con, rows)
+        return [found[r].array() if r in found else None for r in rows]
 
     def feature_chunks(self, start: int, stop: int, size: int = 256) -> Iterator[list[LocalFeatures]]:
         """Local features of rows ``start``..``stop``-1, ``size`` references at a time."""

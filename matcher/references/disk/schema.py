@@ -8,6 +8,8 @@ Tables::
     refs        one row per reference = its faiss row: id, path, size, content sha256, global descriptor (float32),
                 crop tags (JSON), crop boxes (int32), crop descriptors (float16)
     background  the background set for score normalisation: id, path, sha256, global descriptor (float32)
+    thumbnails  per reference row, its grey thumbnail for the dense alignment check (zlib-compressed uint8);
+                indexes written before it existed lack the table or some rows (the check is then skipped)
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import dataclasses
 import json
 import os
 import sqlite3
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ __all__ = [
     "IndexMismatchError",
     "IndexStoreError",
     "RefRow",
+    "ThumbRow",
     "connect",
     "count_rows",
     "create_database",
@@ -45,6 +49,7 @@ __all__ = [
     "insert_refs",
     "read_background",
     "read_ref",
+    "read_thumbnails",
 ]
 
 FORMAT_NAME = "icd-matcher reference index"
@@ -66,7 +71,11 @@ CREATE INDEX refs_sha256 ON refs(sha256);
 CREATE TABLE background(row INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, path TEXT NOT NULL,
                         sha256 TEXT NOT NULL, descriptor BLOB NOT NULL);
 CREATE INDEX background_sha256 ON background(sha256);
+CREATE TABLE thumbnails(row INTEGER PRIMARY KEY, width INTEGER NOT NULL, height INTEGER NOT NULL,
+                        pixels BLOB NOT NULL);
 """
+_THUMBNAILS = """CREATE TABLE IF NOT EXISTS thumbnails(row INTEGER PRIMARY KEY, width INTEGER NOT NULL,
+                 height INTEGER NOT NULL, pixels BLOB NOT NULL)"""
 
 
 class IndexStoreError(ValueError):
@@ -124,6 +133,25 @@ class RefRow:
 
 
 @dataclass(frozen=True)
+class ThumbRow:
+    """One row of ``thumbnails``: reference ``row``'s grey thumbnail, ``pixels`` zlib-compressed uint8 (h, w)."""
+
+    row: int
+    width: int
+    height: int
+    pixels: bytes
+
+    @classmethod
+    def from_array(cls, row: int, thumb: np.ndarray) -> ThumbRow:
+        t = np.ascontiguousarray(thumb, np.uint8)
+        return cls(row, int(t.shape[1]), int(t.shape[0]), zlib.compress(t.tobytes(), 1))
+
+    def array(self) -> np.ndarray:
+        """The (height, width) uint8 thumbnail."""
+        return np.frombuffer(zlib.decompress(self.pixels), np.uint8).reshape(self.height, self.width).copy()
+
+
+@dataclass(frozen=True)
 class BackgroundRow:
     """One row of ``background`` (descriptor: float32 little-endian bytes)."""
 
@@ -136,6 +164,7 @@ class BackgroundRow:
 
 _REF_FIELDS = tuple(f.name for f in dataclasses.fields(RefRow))
 _BACKGROUND_FIELDS = tuple(f.name for f in dataclasses.fields(BackgroundRow))
+_THUMB_FIELDS = tuple(f.name for f in dataclasses.fields(ThumbRow))
 
 
 def create_database(folder: Path, info: dict[str, Any]) -> None:
@@ -212,12 +241,15 @@ def read_background(con: sqlite3.Connection, row: int) -> BackgroundRow:
     return BackgroundRow(*found)
 
 
-def _insert(con: sqlite3.Connection, table: str, fields: Sequence[str], rows: Iterable[Any]) -> None:
-    """Insert ``rows`` (dataclasses with ``fields``) in ONE transaction (rolled back on any error)."""
-    values = [tuple(getattr(r, f) for f in fields) for r in rows]
+def _insert(con: sqlite3.Connection, tables: Sequence[tuple[str, Sequence[str], Iterable[Any]]]) -> None:
+    """Insert rows into several tables, ``(table, fields, rows of dataclasses with those fields)`` each, in ONE
+    transaction (rolled back on any error)."""
     try:
         con.execute("BEGIN IMMEDIATE")
-        con.executemany(f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({','.join('?' * len(fields))})", values)
+        for table, fields, rows in tables:
+            values = [tuple(getattr(r, f) for f in fields) for r in rows]
+            con.executemany(f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({','.join('?' * len(fields))})",
+                            values)
         con.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -225,11 +257,30 @@ def _insert(con: sqlite3.Connection, table: str, fields: Sequence[str], rows: It
         raise
 
 
-def insert_refs(con: sqlite3.Connection, rows: Sequence[RefRow]) -> None:
-    """Append reference rows, one transaction."""
-    _insert(con, "refs", _REF_FIELDS, rows)
+def insert_refs(con: sqlite3.Connection, rows: Sequence[RefRow], thumbs: Sequence[ThumbRow] = ()) -> None:
+    """Append reference rows and their thumbnails, one transaction (the thumbnails table is added to an index
+    that predates it)."""
+    if thumbs:
+        con.execute(_THUMBNAILS)
+    _insert(con, [("refs", _REF_FIELDS, rows), ("thumbnails", _THUMB_FIELDS, thumbs)] if thumbs
+            else [("refs", _REF_FIELDS, rows)])
 
 
 def insert_background(con: sqlite3.Connection, rows: Sequence[BackgroundRow]) -> None:
     """Append background rows, one transaction."""
-    _insert(con, "background", _BACKGROUND_FIELDS, rows)
+    _insert(con, [("background", _BACKGROUND_FIELDS, rows)])
+
+
+def read_thumbnails(con: sqlite3.Connection, rows: Sequence[int]) -> dict[int, ThumbRow]:
+    """The stored thumbnails of ``rows`` (rows without one, or an index without the table: absent)."""
+    has = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'thumbnails'").fetchone()
+    uniq = sorted({int(r) for r in rows})
+    out: dict[int, ThumbRow] = {}
+    if not has:
+        return out
+    for s in range(0, len(uniq), 500):
+        chunk = uniq[s:s + 500]
+        q = f"SELECT {', '.join(_THUMB_FIELDS)} FROM thumbnails WHERE row IN ({','.join('?' * len(chunk))})"
+        for found in con.execute(q, chunk):
+            out[found[0]] = ThumbRow(*found)
+    return out

@@ -34,11 +34,13 @@ from matcher.references.disk.schema import (
     GLOBAL_DIR,
     BackgroundRow,
     RefRow,
+    ThumbRow,
     count_rows,
     insert_background,
     insert_refs,
     read_background,
     read_ref,
+    read_thumbnails,
 )
 from matcher.references.records import ReferenceRecord, describe_references
 from matcher.retrieval.index import ReferenceIndex
@@ -279,14 +281,15 @@ class IndexWriter:
             described = describe_references([it.image for it in decoded], descriptor, engine, r.config,
                                             local_mask=mask, seconds=sec)
             new_local: dict[str, LocalFeatures] = {}
-            for it, (desc, regs, rdesc, local) in zip(decoded, described, strict=True):
+            for it, d in zip(decoded, described, strict=True):
                 h, w = it.image.shape[:2]  # type: ignore[union-attr]
                 it.record = ReferenceRecord(
-                    it.id, str(it.path), int(w), int(h), it.sha256, it.nbytes, desc, [g.tag for g in regs],
-                    np.array([g.box for g in regs], np.int32).reshape(-1, 4), rdesc, local)
+                    it.id, str(it.path), int(w), int(h), it.sha256, it.nbytes, d.descriptor,
+                    [g.tag for g in d.regions], np.array([g.box for g in d.regions], np.int32).reshape(-1, 4),
+                    d.region_descriptors, d.local, d.thumbnail)
                 it.image = None
-                if local is not None:
-                    new_local[it.sha256] = local
+                if d.local is not None:
+                    new_local[it.sha256] = d.local
             if store is not None and new_local:
                 t = time.perf_counter()
                 store.add(new_local)
@@ -297,16 +300,23 @@ class IndexWriter:
         now = time.time()
         n0 = len(r)
         rows: list[RefRow] = []
+        thumbs: list[ThumbRow] = []
         with r._db_lock:
+            stored_thumbs = read_thumbnails(r._con, [it.copy_of for it in pending if it.copy_of is not None])
             for j, it in enumerate(pending):
                 where = {"id": it.id, "path": str(it.path), "sha256": it.sha256, "nbytes": it.nbytes, "added": now}
                 src = it if it.record is not None else new_by_sha.get(it.sha256)
                 if src is not None and src.record is not None:  # described now (this item or an earlier one)
                     rows.append(RefRow.from_record(n0 + j, src.record, **where))
+                    if src.record.thumbnail is not None:
+                        thumbs.append(ThumbRow.from_array(n0 + j, src.record.thumbnail))
                 else:  # same content as a stored row
                     assert it.copy_of is not None
                     rows.append(read_ref(r._con, it.copy_of).copy_as(n0 + j, **where))
-            insert_refs(r._con, rows)
+                    old = stored_thumbs.get(it.copy_of)
+                    if old is not None:
+                        thumbs.append(ThumbRow(n0 + j, old.width, old.height, old.pixels))
+            insert_refs(r._con, rows, thumbs)
         r._appended_refs(rows)
         summary.added += len(rows)
         sec["write"] += time.perf_counter() - t
