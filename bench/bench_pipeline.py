@@ -32,7 +32,13 @@ from bench.pipeline_features import SOURCES, collect, load_table, open_or_build_
 from matcher.config import MatcherConfig
 from matcher.fusion.features import FEATURE_NAMES
 from matcher.fusion.load import Fusion, load_fusion
-from matcher.isc.metrics import evaluate, evaluate_with_breakdowns, fraction_above, load_manifest
+from matcher.isc.metrics import (
+    at_threshold,
+    evaluate,
+    evaluate_with_breakdowns,
+    fraction_above,
+    load_manifest,
+)
 from matcher.isc.submission import PredictedMatch, read_ground_truth
 from matcher.pipeline.pipeline import Pipeline
 from matcher.resources import FUSION_LOGISTIC, shipped_path
@@ -56,28 +62,57 @@ def top_rows(qids: np.ndarray, rids: np.ndarray, score: np.ndarray, mask: np.nda
     return out
 
 
-def holistic_crops(queries: dict, prefix: str = "") -> dict[str, set[str]]:
-    """Holistic-vs-crop hard-negative query -> its crop reference ids (a manifest's ``queries`` and their
-    ``related_references``), ids prefixed with ``prefix``."""
+HARD_KINDS = {"holistic": "hard_negative_holistic", "reshoot": "hard_negative_reshoot",
+              "shared_overlay": "hard_negative_shared_overlay"}
+DEFAULT_THRESHOLD = 0.5  # the fusion model's documented decision threshold
+
+
+def holistic_crops(queries: dict, prefix: str = "", kind: str = "hard_negative_holistic") -> dict[str, set[str]]:
+    """Hard-negative query of ``kind`` (default holistic-vs-crop) -> its related reference ids (a manifest's
+    ``queries`` and their ``related_references``), ids prefixed with ``prefix``."""
     return {prefix + q: {prefix + r for r in v.get("related_references") or ()} for q, v in queries.items()
-            if v.get("kind") == "hard_negative_holistic"}
+            if v.get("kind") == kind}
 
 
-def summarise(preds: list[PredictedMatch], gt, holistic: dict[str, set[str]]) -> dict:
+def hard_negatives(queries: dict, prefix: str = "") -> dict[str, dict[str, set[str]]]:
+    """Per hard-negative kind of :data:`HARD_KINDS` that the manifest holds: query -> its related references."""
+    out = {name: holistic_crops(queries, prefix, kind) for name, kind in HARD_KINDS.items()}
+    return {name: d for name, d in out.items() if d}
+
+
+def summarise(preds: list[PredictedMatch], gt, holistic: dict[str, set[str]],
+              hard: dict[str, dict[str, set[str]]] | None = None, threshold: float | None = None) -> dict:
     """µAP, recall@P90 and its threshold, R@1, and the holistic-vs-crop hard negatives (``holistic``, see
     :func:`holistic_crops`) above that threshold: per pair (the holistic picture vs its crop reference: the
     issue's measure) and per query (its best pair with any reference, stricter: ordinary false positives count
-    too). Only the queries in ``gt`` are evaluated."""
+    too). ``hard``: more hard-negative kinds (:func:`hard_negatives`), their pairs above P90. ``threshold``: also
+    precision and recall at that score (the default decision threshold), and each hard kind's pairs above it.
+    Only the queries in ``gt`` are evaluated."""
     m = evaluate(preds, gt)
     thr = m.threshold_at_p90
     evaluated = {g.query_id for g in gt}  # the queries under evaluation (gt lists every query, copies or not)
     hol = {q: refs for q, refs in holistic.items() if q in evaluated}
     ok = bool(hol) and thr is not None
-    return {"uap": round(m.micro_ap, 4), "recall_at_p90": round(m.recall_at_p90, 4),
-            "threshold_at_p90": None if thr is None else round(thr, 4),
-            "holistic_pairs_above_p90": fraction_above(preds, hol, thr, per="pair", pairs=hol) if ok else None,
-            "holistic_above_p90": fraction_above(preds, hol, thr) if ok else None,
-            "recall_at_rank1": round(m.recall_at_rank1, 4)}
+    out = {"uap": round(m.micro_ap, 4), "recall_at_p90": round(m.recall_at_p90, 4),
+           "threshold_at_p90": None if thr is None else round(thr, 4),
+           "holistic_pairs_above_p90": fraction_above(preds, hol, thr, per="pair", pairs=hol) if ok else None,
+           "holistic_above_p90": fraction_above(preds, hol, thr) if ok else None,
+           "recall_at_rank1": round(m.recall_at_rank1, 4)}
+    if threshold is not None:
+        precision, recall, n = at_threshold(preds, gt, threshold)
+        out.update({"threshold": threshold, "precision_at_threshold": round(precision, 4),
+                    "recall_at_threshold": round(recall, 4), "predictions_at_threshold": n})
+    for name, pairs in (hard or {}).items():
+        pairs = {q: r for q, r in pairs.items() if q in evaluated}
+        if not pairs:
+            continue
+        out[f"{name}_pairs"] = len(pairs)
+        if thr is not None:
+            out[f"{name}_pairs_above_p90"] = round(fraction_above(preds, pairs, thr, per="pair", pairs=pairs), 4)
+        if threshold is not None:
+            out[f"{name}_pairs_above_threshold"] = round(
+                fraction_above(preds, pairs, threshold, per="pair", pairs=pairs), 4)
+    return out
 
 
 LOGISTIC_PATH = shipped_path(FUSION_LOGISTIC)  # the linear model, kept for this comparison
@@ -216,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     qset = set(t["query_id"])
     gt = [g for g in gt_all if g.query_id in qset]
     holistic = holistic_crops(manifest["queries"])
+    hard = hard_negatives(manifest["queries"])
     fused = fusion.predict(t["features"])
     preds = top_rows(t["query_id"], t["reference_id"], fused)
-    results["pipeline"] = summarise(preds, gt, holistic)
+    results["pipeline"] = summarise(preds, gt, holistic, hard, DEFAULT_THRESHOLD)
     _, by_family, by_kind = evaluate_with_breakdowns(preds, gt, manifest)
     results["by_family"] = {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)}
                             for k, v in by_family.items()}
@@ -232,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     peers: dict[str, dict] = {}
     if args.sscd is not None:
         for name, rows in sscd_peer(args.sscd).items():
-            peers[name] = summarise([r for r in rows if r.query_id in qset], gt, holistic)
+            peers[name] = summarise([r for r in rows if r.query_id in qset], gt, holistic, hard)
     if args.phash:
         peers["pHash (exhaustive)"] = summarise([r for r in phash_peer(args.bench) if r.query_id in qset], gt,
                                                 holistic)
@@ -248,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         gt_sub = [g for g in gt if g.query_id in sub_set]
         results["peers_subset"] = {
             "queries": len(sub), "seed": 0, "naive_sift_seconds": round(seconds, 1),
-            "pipeline (same queries)": summarise([p for p in preds if p.query_id in sub_set], gt_sub, holistic),
-            "naive SIFT + BFMatcher 0.8 + findHomography (exhaustive)": summarise(naive, gt_sub, holistic),
+            "pipeline (same queries)": summarise([p for p in preds if p.query_id in sub_set], gt_sub, holistic,
+                                                 hard, DEFAULT_THRESHOLD),
+            "naive SIFT + BFMatcher 0.8 + findHomography (exhaustive)": summarise(naive, gt_sub, holistic, hard),
         }
     args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(json.dumps(results, indent=2, default=float))

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from matcher.benchmark.jobs import JPEG_QUALITY, MAX_SIDE, MIN_VISIBLE, WorkerState, execute
-from matcher.benchmark.plan import BenchmarkError, check_args, make_units, plan_jobs, scan_photos
+from matcher.benchmark.plan import BenchmarkError, Photo, check_args, make_units, plan_jobs, scan_photos
 from matcher.benchmark.recipes import get_recipe
 from matcher.io.atomic import atomic_write
 from matcher.io.folders import SkippedFile, list_images, write_skipped_csv
@@ -69,9 +69,10 @@ __all__ = [
 ]
 
 MANIFEST_VERSION = 1
-REFERENCE_KINDS = ("reference", "distractor", "holistic_crop", "same_scene_crop", "shared_overlay_reference")
+REFERENCE_KINDS = ("reference", "distractor", "holistic_crop", "same_scene_crop", "shared_overlay_reference",
+                   "reshoot_reference")
 QUERY_KINDS = ("copy", "negative", "hard_negative_holistic", "hard_negative_same_scene",
-               "hard_negative_shared_overlay")
+               "hard_negative_shared_overlay", "hard_negative_reshoot")
 _ID_RE = re.compile(r"^[RQB]\d{6,}\.jpg$")
 _TMP_RE = re.compile(r"^\.[RQB]\d{6,}\.jpg\.\d+\.tmp$")  # left by an interrupted build
 
@@ -116,6 +117,33 @@ def _ordered(counts: Counter[str], order: tuple[str, ...]) -> dict[str, int]:
     return {k: counts[k] for k in order if counts[k]}
 
 
+def _reshoot_pairs(path: str | Path, photos: list[Photo]) -> list[tuple[int, int]]:
+    """Photo numbers of the pairs listed in the JSON file ``path``; :class:`BenchmarkError` naming the file and
+    the problem (unreadable, a name not among the usable photos, a photo in two pairs, a photo paired with
+    itself)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        pairs = [(str(p["a"]), str(p["b"])) for p in data]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise BenchmarkError(f"re-shoot pairs file '{path}' is unusable: {exc}") from None
+    by_name = {p.name: i for i, p in enumerate(photos)}
+    by_stem = {Path(p.name).stem: i for i, p in enumerate(photos)}
+    out: list[tuple[int, int]] = []
+    used: set[int] = set()
+    for a, b in pairs:
+        idx = []
+        for name in (a, b):
+            i = by_name.get(name, by_stem.get(name))
+            if i is None:
+                raise BenchmarkError(f"re-shoot pairs file '{path}': '{name}' is not a usable photo of the folder")
+            idx.append(i)
+        if idx[0] == idx[1] or used & set(idx):
+            raise BenchmarkError(f"re-shoot pairs file '{path}': pair ({a}, {b}) repeats a photo")
+        used.update(idx)
+        out.append((idx[0], idx[1]))
+    return out
+
+
 def _remove_stale(out_dir: Path, keep: set[str]) -> None:
     """Delete id-named images of an earlier build in our three folders that this build did not write, and temp
     files of interrupted builds."""
@@ -139,6 +167,7 @@ def build_benchmark(
     n_shared_overlay: int = 0,
     recipe: str = "augly",
     symbols: str | Path | None = None,
+    reshoot_pairs: str | Path | None = None,
     seed: int = 0,
     workers: int = 1,
     progress: bool = True,
@@ -150,7 +179,10 @@ def build_benchmark(
     ``recipe``: the edit recipe of the queries (:mod:`matcher.benchmark.recipes`: "augly", the default, or
     "independent"). ``n_shared_overlay``: pairs of different pictures carrying the same caption, sign or symbol
     (the reference, and a lightly edited query that is no copy of it); ``symbols``: a folder of pictures used as
-    those symbols (e.g. clip art), else drawn signs and captions only."""
+    those symbols (e.g. clip art), else drawn signs and captions only. ``reshoot_pairs``: a JSON file listing pairs
+    of photos of the folder (``[{"a": name, "b": name}, ...]``, names relative to ``photos``) that show the same
+    subject in two different photos: one becomes a reference, the other a lightly edited query that copies nothing
+    (kind ``hard_negative_reshoot``)."""
     counts = {"n_distractors": n_distractors, "n_background": n_background, "n_holistic": n_holistic,
               "n_same_scene": n_same_scene, "n_shared_overlay": n_shared_overlay}
     check_args(n_references, n_queries, copy_fraction, counts, workers)
@@ -171,14 +203,19 @@ def build_benchmark(
     if out.resolve().is_relative_to(folder.resolve()):
         raise BenchmarkError(f"the output folder '{out}' must not lie inside the photo folder '{folder}'")
     photo_list, skipped = scan_photos(folder, workers)
+    reshoots = _reshoot_pairs(reshoot_pairs, photo_list) if reshoot_pairs is not None else []
     n_pos = round(copy_fraction * n_queries)
     n_neg = n_queries - n_pos
     # every role needs its own units, plus one filler unit (composites) and one negative source
-    need = (n_references + sum(counts.values()) + n_shared_overlay + int(n_queries + n_same_scene > 0)
-            + int(n_neg > 0))
+    need = (n_references + sum(counts.values()) + n_shared_overlay + 2 * len(reshoots)
+            + int(n_queries + n_same_scene > 0) + int(n_neg > 0))
     units, k = make_units(photo_list, need)
+    if reshoots and k != 1:
+        raise BenchmarkError(f"re-shoot pairs need whole photos, but these settings cut every photo into {k} "
+                             "tiles; add photos or lower the counts")
     rng = np.random.default_rng([seed, 0])
-    jobs, fillers, n_neg_sources = plan_jobs(rng, units, n_references, n_pos, n_neg, counts, chain_families)
+    jobs, fillers, n_neg_sources = plan_jobs(rng, units, n_references, n_pos, n_neg, counts, chain_families,
+                                             reshoots)
 
     for sub in ("references", "queries", "background"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -197,6 +234,8 @@ def build_benchmark(
             refs[q["related_references"][0]]["holistic_query"] = qid
         elif q["kind"] == "hard_negative_shared_overlay":
             refs[q["related_references"][0]]["shared_overlay_query"] = qid
+        elif q["kind"] == "hard_negative_reshoot":
+            refs[q["related_references"][0]]["reshoot_query"] = qid
     os.sync()  # the images are durable before the files that describe them are written
     gt = [GroundTruthMatch(qid, q["reference_id"] or "") for qid, q in queries.items()]
     write_ground_truth(out / "ground_truth.csv", gt)
@@ -208,7 +247,8 @@ def build_benchmark(
                    "n_distractors": n_distractors, "n_background": n_background, "n_holistic": n_holistic,
                    "n_same_scene": n_same_scene, "jpeg_quality": JPEG_QUALITY, "max_side": MAX_SIDE,
                    "min_visible": MIN_VISIBLE, "n_shared_overlay": n_shared_overlay, "recipe": recipe,
-                   "symbols": None if symbols is None else str(symbols)},
+                   "symbols": None if symbols is None else str(symbols),
+                   "reshoot_pairs": None if reshoot_pairs is None else str(reshoot_pairs)},
         "photos": str(photos),
         "plan": {"n_photos": len(photo_list), "tiles_per_photo": k, "n_units": len(units),
                  "n_filler": len(fillers), "n_negative_sources": n_neg_sources,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,10 +163,15 @@ def _ids(rng: np.random.Generator, prefix: str, n: int) -> list[str]:
 
 def plan_jobs(
     rng: np.random.Generator, units: list[Unit], n_ref: int, n_pos: int, n_neg: int, counts: dict[str, int],
-    families: tuple[str, ...],
+    families: tuple[str, ...], reshoots: Sequence[tuple[int, int]] = (),
 ) -> tuple[list[dict[str, Any]], list[Unit], int]:
     """All jobs (references, queries, background) with fresh ids; also the filler units and the number of
-    negative sources. ``families``: the recipe's chain families (primary families cycle over them)."""
+    negative sources. ``families``: the recipe's chain families (primary families cycle over them).
+    ``reshoots``: pairs of photo numbers showing the same subject in two different photos: one becomes a
+    reference, the other (lightly edited) a query that copies nothing; their photos get no other role."""
+    taken = {p for pair in reshoots for p in pair}
+    reshoot_units = {u.photo: u for u in units if u.photo in taken}
+    units = [u for u in units if u.photo not in taken]
     order = [units[i] for i in rng.permutation(len(units))]
     take = iter(order)
     refs = [next(take) for _ in range(n_ref)]
@@ -214,6 +220,12 @@ def plan_jobs(
         )
         query_specs.append({"unit": u, "box": c, "kind": "hard_negative_same_scene", "ref": None,
                             "primary": fams[2 * k + 1], "related": [ra, rb]})
+    for a, b in reshoots:  # the same subject in two photos; which is the reference alternates (seeded)
+        ur, uq = (reshoot_units[a], reshoot_units[b]) if rng.random() < 0.5 else (reshoot_units[b], reshoot_units[a])
+        r = len(ref_specs)
+        ref_specs.append((ur, ur.box, {"kind": "reshoot_reference"}))
+        query_specs.append({"unit": uq, "box": uq.box, "kind": "hard_negative_reshoot", "ref": None,
+                            "primary": None, "related": [r]})
     for k, (ur, uq) in enumerate(shared):  # two different pictures carrying the same words or symbol
         overlay = int(rng.integers(1 << 31))
         r = len(ref_specs)

@@ -27,6 +27,9 @@ def add_make_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbols", type=Path, default=None,
                         help="folder of pictures used as the shared symbols (e.g. clip art); default: drawn signs "
                              "and captions only")
+    parser.add_argument("--reshoot-pairs", type=Path, default=None,
+                        help="JSON file of photo pairs showing one subject in two different photos ([{\"a\": name, "
+                             "\"b\": name}]): hard negatives, one the reference, the other the query")
     parser.add_argument("--recipe", choices=("augly", "independent"), default="augly",
                         help="edit recipe of the queries: augly (the training generator) or independent (a second "
                              "generator, PIL/OpenCV only, wider ranges; evaluation only) (default: %(default)s)")
@@ -45,7 +48,8 @@ def run_make_benchmark(args: argparse.Namespace) -> int:
             args.photos, args.out, n_references=args.references, n_queries=args.queries,
             copy_fraction=args.copy_fraction, n_distractors=args.distractors, n_background=args.background,
             n_holistic=args.holistic, n_same_scene=args.same_scene, n_shared_overlay=args.shared_overlay,
-            recipe=args.recipe, symbols=args.symbols, seed=args.seed, workers=args.workers,
+            recipe=args.recipe, symbols=args.symbols, reshoot_pairs=args.reshoot_pairs, seed=args.seed,
+            workers=args.workers,
             progress=not args.quiet,
         )
     except (BenchmarkError, FileNotFoundError) as e:

@@ -39,6 +39,7 @@ from matcher.isc.submission import (
 __all__ = [
     "ManifestError",
     "Metrics",
+    "at_threshold",
     "evaluate",
     "evaluate_by_family",
     "evaluate_by_kind",
@@ -338,6 +339,18 @@ def evaluate_by_kind(
 ) -> dict[str, Metrics]:
     """Query kind -> metrics restricted to the manifest's queries of that kind, kinds sorted by name."""
     return _by_groups(_build(predictions, ground_truth), queries_by_kind(manifest))
+
+
+def at_threshold(predictions: Sequence[PredictedMatch], ground_truth: Sequence[GroundTruthMatch],
+                 threshold: float) -> tuple[float, float, int]:
+    """(precision, recall, predictions at or above ``threshold``): what a user acting on that threshold gets.
+    Precision is nan when nothing reaches the threshold; recall counts every ground-truth pair."""
+    truth = {(g.query_id, g.reference_id) for g in ground_truth if g.reference_id}
+    above = [(m.query_id, m.reference_id) for m in predictions if m.score >= threshold]
+    tp = sum(1 for p in set(above) if p in truth)
+    precision = tp / len(above) if above else math.nan
+    recall = tp / len(truth) if truth else math.nan
+    return precision, recall, len(above)
 
 
 def fraction_above(

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from matcher.benchmark.builder import build_benchmark
+from matcher.benchmark.plan import BenchmarkError
 from matcher.benchmark.chain import apply_chain
 from matcher.benchmark.edits import EditContext, synthetic_photo
 from matcher.benchmark.geometry import apply_homography
@@ -148,3 +149,33 @@ def test_builder_with_the_independent_recipe_and_shared_overlays(tmp_path: Path)
     assert names and names <= set(INDEPENDENT_FAMILY)
     build_benchmark(photos, tmp_path / "b2", **args)
     assert (tmp_path / "b" / "manifest.json").read_bytes() == (tmp_path / "b2" / "manifest.json").read_bytes()
+
+
+def test_reshoot_pairs_become_hard_negatives(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(30):
+        Image.fromarray(_photo(i, 220, 160)).save(photos / f"p{i}.png")
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([{"a": "p1.png", "b": "p2.png"}, {"a": "p3", "b": "p4"}]))
+    args = {"n_references": 5, "n_queries": 8, "n_background": 1, "n_holistic": 0, "n_same_scene": 0, "seed": 1,
+            "progress": False}
+    build_benchmark(photos, tmp_path / "b", reshoot_pairs=pairs, **args)
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    neg = [q for q in m["queries"].values() if q["kind"] == "hard_negative_reshoot"]
+    assert len(neg) == 2
+    for q in neg:
+        ref = m["references"][q["related_references"][0]]
+        assert ref["kind"] == "reshoot_reference" and q["reference_id"] is None
+        assert {q["source"], ref["source"]} in ({"p1.png", "p2.png"}, {"p3.png", "p4.png"})
+    used = {"p1.png", "p2.png", "p3.png", "p4.png"}  # the paired photos have no other role
+    others = [v["source"] for v in m["references"].values() if v["kind"] != "reshoot_reference"]
+    others += [v["source"] for v in m["queries"].values() if v["kind"] != "hard_negative_reshoot"]
+    others += [f["source"] for v in m["queries"].values() for f in v["fillers"]]
+    assert not used & set(others)
+    for bad, message in (([{"a": "p1.png", "b": "nope.png"}], "not a usable photo"),
+                         ([{"a": "p1.png", "b": "p2.png"}, {"a": "p2.png", "b": "p5.png"}], "repeats a photo"),
+                         ({"a": 1}, "unusable")):
+        pairs.write_text(json.dumps(bad))
+        with pytest.raises(BenchmarkError, match=message):
+            build_benchmark(photos, tmp_path / "c", reshoot_pairs=pairs, **args)

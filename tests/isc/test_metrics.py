@@ -296,3 +296,15 @@ class TestFormat:
         m = evaluate([P("zz", "r", 1.0)], [G("q1", "r1")])
         assert "not in the ground truth" in format_metrics_table(m)
         assert isinstance(m, Metrics)
+
+
+def test_precision_and_recall_at_a_threshold() -> None:
+    from matcher.isc.metrics import at_threshold
+
+    gt = [GroundTruthMatch("q1", "r1"), GroundTruthMatch("q2", "r2"), GroundTruthMatch("q3", "")]
+    preds = [PredictedMatch("q1", "r1", 0.9), PredictedMatch("q2", "r9", 0.7), PredictedMatch("q2", "r2", 0.4),
+             PredictedMatch("q3", "r1", 0.6)]
+    p, r, n = at_threshold(preds, gt, 0.5)
+    assert (p, r, n) == (1 / 3, 0.5, 3)
+    p, r, n = at_threshold(preds, gt, 0.95)
+    assert math.isnan(p) and r == 0.0 and n == 0
