@@ -9,8 +9,11 @@ folder, for the re-shoot hard negatives of issue 14.
    matching.
 3. The pairs are written to ``OUT/candidates.json`` (best first) with contact sheets ``OUT/sheet_*.png`` (the two
    photos side by side, numbered) to be checked by eye: a pair that is the same photo (a duplicate, a crop or an
-   edit of one picture) is not a re-shoot and must be left out. The checked list is kept in ``bench/`` (names
-   only: the photos themselves are never committed).
+   edit of one picture) is not a re-shoot and must be left out.
+4. ``--select OUT/candidates.json --exclude N ... --out FILE`` keeps the candidates not excluded, best first, and
+   drops any pair that reuses a photo of a pair already kept (each photo in one pair at most), writing the list the
+   benchmark builder reads (``--reshoot-pairs``). The checked lists are kept in ``bench/`` (names only: the photos
+   themselves are never committed).
 """
 from __future__ import annotations
 
@@ -31,7 +34,29 @@ from matcher.local.engine import LocalEngine
 from matcher.retrieval.normalise import split_norm
 
 
+def select(candidates: Path, exclude: set[int], out: Path) -> int:
+    """Write the disjoint, not excluded pairs of ``candidates`` (best first) to ``out``."""
+    found = json.loads(candidates.read_text())
+    used: set[str] = set()
+    kept = []
+    for k, p in enumerate(found):
+        if k in exclude or p["a_file"] in used or p["b_file"] in used:
+            continue
+        used.update((p["a_file"], p["b_file"]))
+        kept.append({"a": p["a_file"], "b": p["b_file"], "inliers": p["inliers"], "candidate": k})
+    out.write_text(json.dumps(kept, indent=1) + "\n")
+    print(f"{len(kept)} disjoint pairs of {len(found)} candidates ({len(exclude)} excluded by eye) -> {out}")
+    return 0
+
+
 def main() -> int:
+    if "--select" in sys.argv:
+        sp = argparse.ArgumentParser(description="keep the disjoint pairs checked by eye")
+        sp.add_argument("--select", type=Path, required=True, help="candidates.json of a mining run")
+        sp.add_argument("--exclude", type=int, nargs="*", default=[], help="candidate numbers that are not re-shoots")
+        sp.add_argument("--out", type=Path, required=True)
+        a = sp.parse_args()
+        return select(a.select, set(a.exclude), a.out)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("photos", type=Path)
     ap.add_argument("out", type=Path)
