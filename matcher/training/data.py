@@ -48,12 +48,16 @@ def load_photos(paths: list[Path], max_side: int = 320) -> tuple[list[np.ndarray
 
 def prepare_cache(
     photos: str | os.PathLike[str], cache: str | os.PathLike[str], *, n_holdout: int = 200, n_edited: int = 2,
-    size: int = 192, seed: int = 0, limit: int = 0,
+    size: int = 192, seed: int = 0, limit: int = 0, degrade: float = 0.0,
 ) -> tuple[ViewPool, ViewPool]:
-    """Build (or reuse, when ``cache`` holds pools made with the same settings) the train and held-out pools."""
+    """Build (or reuse, when ``cache`` holds pools made with the same settings) the train and held-out pools;
+    ``degrade``: share of edited views that also get a heavy degradation (:func:`~matcher.training.views.
+    degrade_view`)."""
     cache = Path(cache)
     settings = {"photos": str(Path(photos).resolve()), "n_holdout": n_holdout, "n_edited": n_edited,
                 "size": size, "seed": seed, "limit": limit}
+    if degrade:
+        settings["degrade"] = degrade
     stamp = cache / "settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == settings:
         return load_view_pool(cache / "train"), load_view_pool(cache / "holdout")
@@ -64,7 +68,8 @@ def prepare_cache(
     pools = []
     for name, idx, n_ed in (("train", tr, n_edited), ("holdout", ho, 1)):
         images, ids = load_photos([paths[i] for i in idx])
-        pool = make_view_pool(images, ids, n_edited=n_ed, size=size, seed=seed + (0 if name == "train" else 1))
+        pool = make_view_pool(images, ids, n_edited=n_ed, size=size, seed=seed + (0 if name == "train" else 1),
+                              degrade=degrade)
         save_view_pool(pool, cache / name)
         pools.append(pool)
         print(f"{name}: {len(ids)} photos x {pool.views.shape[1]} views", file=sys.stderr, flush=True)

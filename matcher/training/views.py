@@ -3,7 +3,10 @@ chains, :func:`matcher.benchmark.chain.apply_chain`), squashed to a square, plus
 that hold *less* of the picture than the view they are cut from (the ASL "more"/"less" pairs).
 
 A :class:`ViewPool` is precomputed once (edit chains run on CPU with PIL/AugLy) and cached as ``.npy`` files,
-so a teacher (SSCD) can label exactly the same views offline.
+so a teacher (SSCD) can label exactly the same views offline. With ``degrade`` > 0, that share of the edited views
+also gets one heavy degradation (:func:`degrade_view`: strong blur, coarse pixelisation, heavy downscaling, low
+contrast, darkening, very low JPEG quality), the conditions under which local features starve and the global
+descriptor has to carry the match.
 """
 from __future__ import annotations
 
@@ -23,8 +26,10 @@ from matcher.io.atomic import atomic_write, atomic_write_text
 from matcher.io.images import resize_image
 
 __all__ = [
+    "DEGRADATIONS",
     "ViewPool",
     "crop_resize",
+    "degrade_view",
     "load_view_pool",
     "make_view_pool",
     "sample_sub_boxes",
@@ -54,12 +59,46 @@ def squash(image: np.ndarray, size: int) -> np.ndarray:
     return resize_image(image, size, size)
 
 
+DEGRADATIONS = ("blur", "pixelise", "downscale", "low_contrast", "dark", "jpeg")
+
+
+def degrade_view(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """One heavy degradation of RGB uint8 ``image`` drawn from :data:`DEGRADATIONS`: blur sigma 1.5-4 px,
+    pixelisation by 3-8, downscaling to 15-35 % (back to size with bilinear), contrast x0.3-0.6, values x0.25-0.5,
+    JPEG quality 5-15. Returns (image, name)."""
+    import cv2
+
+    name = DEGRADATIONS[int(rng.integers(len(DEGRADATIONS)))]
+    h, w = image.shape[:2]
+    x = image.astype(np.float32)
+    if name == "blur":
+        out = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(1.5, 4.0)))
+    elif name == "pixelise":
+        f = int(rng.integers(3, 9))
+        small = cv2.resize(image, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    elif name == "downscale":
+        s = float(rng.uniform(0.15, 0.35))
+        small = cv2.resize(image, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    elif name == "low_contrast":
+        out = np.clip(x.mean() + (x - x.mean()) * rng.uniform(0.3, 0.6), 0, 255).astype(np.uint8)
+    elif name == "dark":
+        out = np.clip(x * rng.uniform(0.25, 0.5), 0, 255).astype(np.uint8)
+    else:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(5, 16))])
+        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1] if ok else image
+    return np.ascontiguousarray(out), name
+
+
 def make_view_pool(
     images: Sequence[np.ndarray], ids: Sequence[str], n_edited: int = 2, size: int = 192, seed: int = 0,
-    max_side: int = 320,
+    max_side: int = 320, degrade: float = 0.0,
 ) -> ViewPool:
     """Build ``n_edited`` edit-chain views per image (other photos of ``images`` feed composites); images are
-    first shrunk to ``max_side`` px to keep the edits cheap. Seeded: the same inputs give the same pool."""
+    first shrunk to ``max_side`` px to keep the edits cheap; a ``degrade`` share of the edited views also gets a
+    heavy degradation (:func:`degrade_view`). Seeded: the same inputs give the same pool."""
     small = []
     for im in images:
         h, w = im.shape[:2]
@@ -75,7 +114,10 @@ def make_view_pool(
         views[i, 0] = squash(im, size)
         for j in range(1, v):
             res = apply_chain(im, rng, ctx, max_side=max_side, min_side=64)
-            views[i, j] = squash(res.image, size)
+            edited = res.image
+            if degrade > 0 and rng.random() < degrade:
+                edited = degrade_view(edited, rng)[0]
+            views[i, j] = squash(edited, size)
             visible[i, j] = 0.0 if res.visible_fraction is None else float(res.visible_fraction)
             composite[i, j] = any(f in COMPOSITE_FAMILIES for f in res.families)
     return ViewPool(views, visible, composite, list(ids))

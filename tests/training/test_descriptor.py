@@ -91,6 +91,19 @@ class TestViews:
         save_view_pool(a, tmp_path / "p")
         c = load_view_pool(tmp_path / "p")
         assert np.array_equal(np.asarray(c.views), a.views) and c.ids == ["a", "b", "c"]
+        d = make_view_pool(images, ["a", "b", "c"], n_edited=1, size=32, seed=1, max_side=96, degrade=1.0)
+        assert np.array_equal(d.views[:, 0], a.views[:, 0]) and not np.array_equal(d.views[:, 1], a.views[:, 1])
+
+    def test_every_degradation(self):
+        from matcher.training.views import DEGRADATIONS, degrade_view
+
+        img = np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+        seen = set()
+        for seed in range(60):
+            out, name = degrade_view(img, np.random.default_rng(seed))
+            seen.add(name)
+            assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+        assert seen == set(DEGRADATIONS)
 
 
 def _pool(n: int = 8, v: int = 3, size: int = 40, seed: int = 0) -> ViewPool:
@@ -124,6 +137,22 @@ class TestTrainLoop:
         assert torch.allclose(a["bank"]["z"], b["bank"]["z"], atol=1e-6)
         log = (tmp_path / "full" / "log.jsonl").read_text().splitlines()
         assert len(log) == 2 and '"kd"' in log[0] and '"asl"' in log[0]
+
+    def test_start_from_weights(self, tmp_path):
+        pool = _pool()
+        s = TrainSettings(steps=1, **SETTINGS)
+        train(pool, None, tmp_path / "a", s, progress=False)
+        export_weights(tmp_path / "a" / "checkpoint.pt", tmp_path / "a.pt", holdout=_pool(seed=3))
+        out = train(pool, None, tmp_path / "b", TrainSettings(steps=1, **{**SETTINGS, "lr": 0.0}), progress=False,
+                    init=tmp_path / "a.pt")
+        assert out["steps_done"] == 1  # lr 0: the weights are the initial ones
+        a, _ = read_weights(tmp_path / "a.pt")
+        b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+        assert torch.allclose(a["proj.weight"].float(), b["proj.weight"].float(), atol=1e-2)
+        assert float(b["whiten.enabled"]) == 0.0
+        with pytest.raises(ValueError, match="32-d weights"):
+            train(pool, None, tmp_path / "c", TrainSettings(steps=1, **{**SETTINGS, "dim": 16}), progress=False,
+                  init=tmp_path / "a.pt")
 
     def test_holdout_eval_and_export(self, tmp_path):
         pool = _pool()
