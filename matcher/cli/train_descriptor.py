@@ -26,6 +26,11 @@ def add_train_descriptor_arguments(p: argparse.ArgumentParser) -> None:
                         "low contrast, darkening, JPEG 5-15)")
     p.add_argument("--init", default=None, help="descriptor weights to start from (e.g. the shipped "
                    "weights/asl_lite0_256.pt) instead of ImageNet")
+    p.add_argument("--start-step", type=int, default=0,
+                   help="with --init: continue the schedule at this step (a run carried on from exported weights)")
+    p.add_argument("--export", default=None, metavar="FILE",
+                   help="write the current checkpoint of OUT as fp16 weights to FILE (to carry the run on later with "
+                        "--init FILE --start-step N) and stop")
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0 = all)")
     p.add_argument("--teacher", default=None,
                    help="teacher embeddings .npy (N, V, Dt) of the train pool (bench/sscd_peer.py views ...)")
@@ -61,6 +66,15 @@ def run_train_descriptor(args: argparse.Namespace) -> int:
     if args.prepare_only:
         print(f"view pools ready in {cache}")
         return 0
+    if args.export:
+        from matcher.training.descriptor import export_weights
+
+        if not (out / "checkpoint.pt").is_file():
+            print(f"error: no checkpoint in {out} to export", file=sys.stderr)
+            return 2
+        meta = export_weights(out / "checkpoint.pt", args.export, holdout=hold)
+        print(json.dumps({"exported": args.export, **{k: v for k, v in meta.items() if k != "evals"}}))
+        return 0
     pool = load_view_pool(cache / "train", mmap=False)
     teacher = None
     if args.teacher:
@@ -77,6 +91,7 @@ def run_train_descriptor(args: argparse.Namespace) -> int:
             "init": args.init or "imagenet", "degrade": args.degrade,
             "command": " ".join(sys.argv)}
     hist = train(pool, hold, out, s, teacher=teacher, resume=not args.no_resume, device=device,
-                 progress=not args.no_progress, max_seconds=args.max_minutes * 60, extra_meta=meta, init=args.init)
+                 progress=not args.no_progress, max_seconds=args.max_minutes * 60, extra_meta=meta, init=args.init,
+                 start_step=args.start_step)
     print(json.dumps({k: v for k, v in hist.items() if k != "evals"} | {"last_eval": (hist["evals"] or [None])[-1]}))
     return 0

@@ -325,19 +325,22 @@ def _optimizer(model: AslDescriptor, s: TrainSettings) -> torch.optim.Optimizer:
 def train(
     pool: ViewPool, holdout: ViewPool | None, out: Path, s: TrainSettings, *, teacher: np.ndarray | None = None,
     resume: bool = True, device: str = "cpu", progress: bool = True, max_seconds: float = 0.0,
-    extra_meta: dict[str, Any] | None = None, init: str | Path | None = None,
+    extra_meta: dict[str, Any] | None = None, init: str | Path | None = None, start_step: int = 0,
 ) -> dict[str, Any]:
     """Run (or resume from ``out/checkpoint.pt``) training; writes ``out/log.jsonl``, checkpoints and
     ``out/<model>_<dim>.pt`` (final fp16 weights). ``max_seconds`` > 0 stops early after a checkpoint
     (resume later). ``init``: a descriptor weights file to start from instead of ImageNet (a new run only; its
-    direction whitening is switched off and refitted at export). Returns the history (per-eval metrics, wall time,
-    steps done)."""
+    direction whitening is switched off and refitted at export); with ``start_step``, a new run from ``init``
+    continues the schedule and the seeded batches at that step (to carry a run on from exported weights when its
+    full checkpoint is gone: the optimiser's moments start afresh). Returns the history (per-eval metrics, wall
+    time, steps done)."""
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     spec = get_spec(s.model, dim=s.dim, image_size=s.image_size)
     model = build_model(spec, imagenet=init is None, seed=s.seed).to(dev)
+    step = 0
     if init is not None and not (resume and (out / "checkpoint.pt").is_file()):
         from matcher.descriptors.weights import read_weights
 
@@ -346,11 +349,11 @@ def train(
             raise ValueError(f"{init}: {meta.get('dim')}-d weights, this run trains {s.dim}-d descriptors")
         load_state(model, state, str(init))
         model.whiten.enabled.zero_()  # trained without whitening; export fits it again
+        step = max(0, int(start_step))
     freeze_early(model, s.freeze_blocks)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[assignment]
     opt = _optimizer(model, s)
     bank: dict[str, torch.Tensor] = {}
-    step = 0
     history: dict[str, Any] = {"evals": [], "wall_s": 0.0}
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.is_file():

@@ -150,6 +150,10 @@ class TestTrainLoop:
         b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
         assert torch.allclose(a["proj.weight"].float(), b["proj.weight"].float(), atol=1e-2)
         assert float(b["whiten.enabled"]) == 0.0
+        carried = train(pool, None, tmp_path / "d", TrainSettings(steps=2, **SETTINGS), progress=False,
+                        init=tmp_path / "a.pt", start_step=1)  # a run carried on from exported weights
+        assert carried["steps_done"] == 2
+        assert len((tmp_path / "d" / "log.jsonl").read_text().splitlines()) == 1
         with pytest.raises(ValueError, match="32-d weights"):
             train(pool, None, tmp_path / "c", TrainSettings(steps=1, **{**SETTINGS, "dim": 16}), progress=False,
                   init=tmp_path / "a.pt")
