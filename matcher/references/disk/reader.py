@@ -9,6 +9,7 @@ in-memory LRU. The keypoint voter is read and kept up to date by :mod:`matcher.r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -142,9 +143,7 @@ class IndexReader:
             self._shas.append(r.sha256)
         assert self._global is not None
         if not self._global.index.is_trained:  # an empty IVF-PQ: never train it on one small batch; flat now,
-            import dataclasses  # converted by the writer's finish once the job is done
-
-            model, sha, _ = self._meta()
+            model, sha, _ = self._meta()  # converted by the writer's finish once the job is done
             self._global = ReferenceIndex.create(dim, model, sha, dataclasses.replace(
                 self.config.descriptor, index_type="flat"))
         self._global.add([r.id for r in rows], np.stack([r.descriptor_array() for r in rows]).reshape(-1, dim))
