@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-voting", action="store_true", help="without keypoint-voting candidates (measure whether "
                     "they pay)")
     ap.add_argument("--out", type=Path, default=Path("bench/results_pipeline.json"))
+    ap.add_argument("--fusion", type=Path, action="append", default=[],
+                    help="also score with this fusion model file (repeatable); the first one given is the headline "
+                         "row instead of the shipped model")
     args = ap.parse_args(argv)
     manifest = load_manifest(args.bench / "manifest.json")
     if Path(str(manifest.get("photos", ""))).name == "train":
@@ -244,9 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.collect_only:
         print(json.dumps(timing, indent=2))
         return 0
-    fusion = load_fusion()
+    shipped = load_fusion()
     fusions = {"logistic on all evidence": load_fusion(LOGISTIC_PATH)} if LOGISTIC_PATH.exists() else {}
-    fusions[f"shipped: {type(fusion).__name__}"] = fusion
+    fusions[f"shipped: {type(shipped).__name__}"] = shipped
+    for path in args.fusion:
+        fusions[f"{path.name}: {type(load_fusion(path)).__name__}"] = load_fusion(path)
+    fusion = load_fusion(args.fusion[0]) if args.fusion else shipped
+    results["fusion"] = str(args.fusion[0]) if args.fusion else "shipped"
     gt_all = read_ground_truth(args.bench / "ground_truth.csv")
     qset = set(t["query_id"])
     gt = [g for g in gt_all if g.query_id in qset]

@@ -6,7 +6,7 @@
 #   bash bench/domains.sh            # then: python bench/fit_fusion.py ... and python bench/bench_pipeline.py ...
 #
 # Training (train photos and train graphics only): tp1 (photos, the training edit recipe, shared overlays with
-# train clip art as symbols, re-shoots mined from train photos), tg1 (graphics).
+# train clip art as symbols, re-shoots mined from train photos), tg1 and tg2 (graphics, two seeds).
 # Evaluation (bench only, never fitted on): home (the default build, as in earlier reports), graphics,
 # independent (the independent edit recipe), reshoot (re-shoots mined from bench photos, shared overlays).
 set -euo pipefail
@@ -36,6 +36,8 @@ build tp1 "$DATA/photos/train" --references 500 --queries 1000 --holistic 150 --
   --symbols "$DATA/graphics/train" --reshoot-pairs bench/reshoots_train.json --seed 7
 build tg1 "$DATA/graphics/train" --references 200 --queries 400 --holistic 40 --same-scene 20 --shared-overlay 40 \
   --background 20 --seed 5
+build tg2 "$DATA/graphics/train" --references 250 --queries 500 --holistic 40 --same-scene 20 --shared-overlay 40 \
+  --background 20 --seed 9
 build home "$DATA/photos/bench"
 build graphics "$DATA/graphics/bench" --references 150 --queries 300 --holistic 20 --same-scene 10 \
   --shared-overlay 30 --background 20 --seed 1
@@ -44,5 +46,5 @@ build independent "$DATA/photos/bench" --recipe independent --references 500 --q
 build reshoot "$DATA/photos/bench" --references 300 --queries 300 --holistic 30 --same-scene 0 \
   --shared-overlay 60 --symbols "$DATA/graphics/bench" --reshoot-pairs bench/reshoots_bench.json --background 30 \
   --seed 3
-for name in tp1 tg1 graphics independent reshoot home; do collect "$name"; done
+for name in tp1 tg1 graphics independent reshoot home tg2; do collect "$name"; done
 echo "== done"

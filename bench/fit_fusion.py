@@ -108,6 +108,7 @@ def cross_validate(model: str, t: dict[str, np.ndarray], gt: list[GroundTruthMat
     """Mean over ``repeats`` splits of the pooled k-fold out-of-fold metrics (and their spread)."""
     x, y = t["features"], t["label"].astype(np.float64)
     runs = []
+    first = None
     for r in range(repeats):
         fold = np.array([fold_of(q, folds, salt=f"cv{r}:" if r else "") for q in t["query_id"]])
         score = np.zeros(len(y))
@@ -115,7 +116,11 @@ def cross_validate(model: str, t: dict[str, np.ndarray], gt: list[GroundTruthMat
             te = fold == k
             score[te] = fit(model, x[~te], y[~te], w[~te], gate_margin).predict(x[te])
         runs.append(evaluate_scores(t, score, gt, holistic))
+        first = score if first is None else first
     out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if isinstance(runs[0][k], (int, float))}
+    domain = np.array([q.split("/", 1)[0] for q in t["query_id"]])
+    out["per_domain"] = {d: evaluate_scores(t, first, gt, holistic, domain == d)  # type: ignore[arg-type]
+                         for d in sorted(set(domain))}
     out["holistic_pairs_above_p90_runs"] = [round(r["holistic_pairs_above_p90"], 4) for r in runs]
     out["holistic_above_p90_runs"] = [round(r["holistic_above_p90"], 4) for r in runs]
     out["uap_runs"] = [round(r["uap"], 4) for r in runs]
@@ -188,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
             continue
         print(f"{args.folds}-fold CV {name:18s} " + "  ".join(
-            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items() if k != "per_domain"))
+        for d, m in r.get("per_domain", {}).items():
+            print(f"    out-of-fold, domain {d:10s} " + "  ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
     final = fit(args.model, x, y, w, pipe.gate_margin,
                 source=f"bench/fit_fusion.py --model {args.model} on {', '.join(b.name for b in benches)} "
                        "(train photos)")
