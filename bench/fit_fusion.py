@@ -31,6 +31,7 @@ from matcher.fusion.features import FEATURE_NAMES
 from matcher.fusion.load import Fusion, default_fusion_path
 from matcher.isc.submission import GroundTruthMatch, read_ground_truth
 from matcher.pipeline.pipeline import Pipeline
+from matcher.retrieval.normalise import background_path
 from matcher.training.fusion import fit_fusion, fit_trees
 
 # The score may only rise with these (+1) / fall with these (-1), whatever the other features say: more geometric
@@ -61,10 +62,11 @@ def evaluate_scores(t: dict[str, np.ndarray], score: np.ndarray, gt: list[Ground
 
 
 def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe: Pipeline,
-              max_queries: int | None = None
+              max_queries: int | None = None, exclude_sources: frozenset[str] = frozenset()
               ) -> tuple[dict[str, np.ndarray], list[GroundTruthMatch], dict[str, set[str]], list[dict]]:
     """All benchmarks' tables pooled (ids prefixed "<benchmark folder>/"), their ground truth, holistic query ->
-    its crop references, and a summary of each benchmark."""
+    its crop references, and a summary of each benchmark. Queries whose source photo is in ``exclude_sources``
+    (the score-normalisation background set) are left out."""
     parts, gts, manifests = [], [], []
     holistic: dict[str, set[str]] = {}
     for bench, index, table in zip(benches, indexes, tables, strict=True):
@@ -82,19 +84,35 @@ def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe
                   + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
         prefix = f"{bench.name}/"
         t = {k: v for k, v in t.items() if k not in ("timing",)}
+        # queries made from a background photo: a case that inference on unseen pictures never meets
+        queries = {q: v for q, v in manifest["queries"].items() if v.get("source") not in exclude_sources}
+        if len(queries) < len(manifest["queries"]):
+            keep = np.isin(t["query_id"], sorted(queries))
+            t = {k: (v[keep] if k != "feature_names" else v) for k, v in t.items()}
+            print(f"{bench.name}: left out {len(manifest['queries']) - len(queries)} queries made from "
+                  "background-set photos")
         t["query_id"] = np.char.add(prefix, t["query_id"])
         t["reference_id"] = np.char.add(prefix, t["reference_id"])
         parts.append(t)
-        holistic.update(holistic_crops(manifest["queries"], prefix))
-        for kind, pairs in hard_negatives(manifest["queries"], prefix).items():
+        holistic.update(holistic_crops(queries, prefix))
+        for kind, pairs in hard_negatives(queries, prefix).items():
             HARD.setdefault(kind, {}).update(pairs)
         gts += [GroundTruthMatch(prefix + g.query_id, prefix + g.reference_id if g.reference_id else g.reference_id)
-                for g in read_ground_truth(bench / "ground_truth.csv")]  # every query, copies or not
+                for g in read_ground_truth(bench / "ground_truth.csv") if g.query_id in queries]  # copies or not
         manifests.append({"benchmark": str(bench), "photos": manifest.get("photos"), "params": manifest.get("params"),
                           "pairs": len(t["label"]), "positives": int(t["label"].sum()),
                           "queries": len(set(t["query_id"]))})
     pooled = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "feature_names"}
     return pooled, gts, holistic, manifests
+
+
+def background_photos(config: MatcherConfig) -> frozenset[str]:
+    """File names of the photos in the shipped score-normalisation background set (empty when none)."""
+    path = background_path(config.descriptor.model, config)
+    if not path.exists():
+        return frozenset()
+    with np.load(path, allow_pickle=False) as z:
+        return frozenset(z["photos"].tolist()) if "photos" in z.files else frozenset()
 
 
 def fit(model: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, gate_margin: float, source: str = "") -> Fusion:
@@ -161,9 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holistic-weight", type=float, default=3.0, help="sample weight of hard negatives' pairs")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--cv-repeats", type=int, default=2)
+    ap.add_argument("--depth", type=int, default=TREES["depth"], help="tree depth (trees)")
+    ap.add_argument("--rounds", type=int, default=TREES["rounds"], help="boosting rounds (trees)")
+    ap.add_argument("--keep-background-queries", action="store_true",
+                    help="keep queries whose source photo is in the shipped score-normalisation background set")
     ap.add_argument("--leave-out", action="store_true",
                     help="also validate leaving one benchmark (domain) out and one edit family out")
     args = ap.parse_args(argv)
+    TREES.update(depth=args.depth, rounds=args.rounds)
     benches = args.bench or [Path("/tmp/train_bench")]
     indexes = args.index or [Path("/tmp/train_index")]
     tables = args.table or [Path("/tmp/fusion_train.npz")]
@@ -172,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pipe = Pipeline(MatcherConfig(), fusion=False)
     try:
-        t, gt, holistic, manifests = load_pool(benches, indexes, tables, pipe, args.max_queries)
+        exclude = frozenset() if args.keep_background_queries else background_photos(pipe.config)
+        t, gt, holistic, manifests = load_pool(benches, indexes, tables, pipe, args.max_queries, exclude)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
