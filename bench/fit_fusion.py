@@ -41,6 +41,7 @@ MONOTONE = {"verified": 1, "log1p_inliers": 1, "inlier_ratio": 1, "global_full":
             "global_to_local": 1, "inside_with_detector": 1, "inside_without_seam": -1,
             "dense_agree": 1, "dense_agree_outside": 1, "dense_disagree_blob": -1}
 THRESHOLD = 0.5  # the documented default decision threshold
+WITHOUT: set[str] = set()  # features left out of the fit (--without, for ablations)
 TREES = {"rounds": 200, "depth": 3, "learning_rate": 0.1, "lam": 1.0, "min_child_hessian": 5.0, "n_bins": 64}
 
 
@@ -116,9 +117,11 @@ def background_photos(config: MatcherConfig) -> frozenset[str]:
 
 
 def fit(model: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, gate_margin: float, source: str = "") -> Fusion:
+    features = tuple(f for f in FEATURE_NAMES if f not in WITHOUT)
     if model == "trees":
-        return fit_trees(x, y, sample_weight=w, monotone=MONOTONE, gate_margin=gate_margin, source=source, **TREES)
-    return fit_fusion(x, y, sample_weight=w, gate_margin=gate_margin, source=source)
+        return fit_trees(x, y, features=features, sample_weight=w, gate_margin=gate_margin, source=source,
+                         monotone={k: v for k, v in MONOTONE.items() if k in features}, **TREES)
+    return fit_fusion(x, y, features=features, sample_weight=w, gate_margin=gate_margin, source=source)
 
 
 def cross_validate(model: str, t: dict[str, np.ndarray], gt: list[GroundTruthMatch], holistic: dict[str, set[str]],
@@ -181,12 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cv-repeats", type=int, default=2)
     ap.add_argument("--depth", type=int, default=TREES["depth"], help="tree depth (trees)")
     ap.add_argument("--rounds", type=int, default=TREES["rounds"], help="boosting rounds (trees)")
+    ap.add_argument("--min-child-hessian", type=float, default=TREES["min_child_hessian"],
+                    help="least hessian weight per child (trees)")
+    ap.add_argument("--without", nargs="+", default=[], choices=FEATURE_NAMES, metavar="FEATURE",
+                    help="fit without these features (ablation)")
     ap.add_argument("--keep-background-queries", action="store_true",
                     help="keep queries whose source photo is in the shipped score-normalisation background set")
     ap.add_argument("--leave-out", action="store_true",
                     help="also validate leaving one benchmark (domain) out and one edit family out")
     args = ap.parse_args(argv)
-    TREES.update(depth=args.depth, rounds=args.rounds)
+    WITHOUT.update(args.without)
+    TREES.update(depth=args.depth, rounds=args.rounds, min_child_hessian=args.min_child_hessian)
     benches = args.bench or [Path("/tmp/train_bench")]
     indexes = args.index or [Path("/tmp/train_index")]
     tables = args.table or [Path("/tmp/fusion_train.npz")]
@@ -226,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                        "(train photos)")
     recipe = (f"boosted trees {TREES}, monotone {MONOTONE}" if args.model == "trees" else
               "Newton logistic regression, L2 1e-4 x total weight on standardised features")
+    if WITHOUT:
+        recipe += f"; without the features {sorted(WITHOUT)}"
     card = {
         "data": manifests,
         "recipe": f"{recipe}; hard-negative pairs weighted {args.holistic_weight}; metrics: {args.folds}-fold "
