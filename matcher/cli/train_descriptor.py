@@ -20,6 +20,8 @@ def add_train_descriptor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, help="view-pool cache folder (default <out>/views)")
     p.add_argument("--holdout", type=int, default=200, help="photos held out for the periodic evaluation")
     p.add_argument("--views", type=int, default=2, help="edited views per train photo in the pool")
+    p.add_argument("--rebuild-cache", action="store_true", help="rebuild a view-pool cache made with other "
+                   "settings (refused otherwise: a teacher .npy computed from its views would no longer match)")
     p.add_argument("--view-size", type=int, default=192, help="side (px) of the cached square views")
     p.add_argument("--degrade", type=float, default=0.0,
                    help="share of edited views that also get a heavy degradation (blur, pixelisation, downscaling, "
@@ -61,8 +63,13 @@ def run_train_descriptor(args: argparse.Namespace) -> int:
     cache = Path(args.cache) if args.cache else out / "views"
     if args.threads:
         torch.set_num_threads(args.threads)
-    pool, hold = prepare_cache(args.photos, cache, n_holdout=args.holdout, n_edited=args.views,
-                               size=args.view_size, seed=args.seed, limit=args.limit, degrade=args.degrade)
+    try:
+        pool, hold = prepare_cache(args.photos, cache, n_holdout=args.holdout, n_edited=args.views,
+                                   size=args.view_size, seed=args.seed, limit=args.limit, degrade=args.degrade,
+                                   rebuild=args.rebuild_cache)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.prepare_only:
         print(f"view pools ready in {cache}")
         return 0

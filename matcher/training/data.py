@@ -48,19 +48,27 @@ def load_photos(paths: list[Path], max_side: int = 320) -> tuple[list[np.ndarray
 
 def prepare_cache(
     photos: str | os.PathLike[str], cache: str | os.PathLike[str], *, n_holdout: int = 200, n_edited: int = 2,
-    size: int = 192, seed: int = 0, limit: int = 0, degrade: float = 0.0,
+    size: int = 192, seed: int = 0, limit: int = 0, degrade: float = 0.0, rebuild: bool = False,
 ) -> tuple[ViewPool, ViewPool]:
     """Build (or reuse, when ``cache`` holds pools made with the same settings) the train and held-out pools;
     ``degrade``: share of edited views that also get a heavy degradation (:func:`~matcher.training.views.
-    degrade_view`)."""
+    degrade_view`). A cache made with other settings is refused (ValueError naming them) unless ``rebuild``:
+    rebuilding it would silently invalidate what was computed from its views (a teacher's embeddings)."""
     cache = Path(cache)
     settings = {"photos": str(Path(photos).resolve()), "n_holdout": n_holdout, "n_edited": n_edited,
                 "size": size, "seed": seed, "limit": limit}
     if degrade:
         settings["degrade"] = degrade
     stamp = cache / "settings.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
-        return load_view_pool(cache / "train"), load_view_pool(cache / "holdout")
+    if stamp.is_file():
+        old = json.loads(stamp.read_text())
+        if old == settings:
+            return load_view_pool(cache / "train"), load_view_pool(cache / "holdout")
+        if not rebuild:
+            diff = ", ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} asked" for k in sorted(set(old) | set(settings))
+                             if old.get(k) != settings.get(k))
+            raise ValueError(f"{cache}: view-pool cache made with other settings ({diff}); pass the same settings, "
+                             "another cache folder, or rebuild it (its teacher embeddings then no longer match)")
     paths = list_images(photos)
     if limit:
         paths = paths[:limit]

@@ -94,6 +94,28 @@ class TestViews:
         d = make_view_pool(images, ["a", "b", "c"], n_edited=1, size=32, seed=1, max_side=96, degrade=1.0)
         assert np.array_equal(d.views[:, 0], a.views[:, 0]) and not np.array_equal(d.views[:, 1], a.views[:, 1])
 
+    def test_cache_with_other_settings_is_refused(self, tmp_path):
+        import cv2
+
+        from matcher.training.data import prepare_cache
+
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        rng = np.random.default_rng(3)
+        for i in range(4):
+            cv2.imwrite(str(photos / f"p{i}.png"), rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+        cache = tmp_path / "cache"
+        tr, ho = prepare_cache(photos, cache, n_holdout=1, n_edited=1, size=32)
+        assert tr.views.shape[:2] == (3, 2) and ho.views.shape[:2] == (1, 2)
+        again, _ = prepare_cache(photos, cache, n_holdout=1, n_edited=1, size=32)  # same settings: reused
+        assert np.array_equal(np.asarray(again.views), tr.views)
+        with pytest.raises(ValueError, match=r"cache.*n_edited: 1 there, 2 asked"):
+            prepare_cache(photos, cache, n_holdout=1, n_edited=2, size=32)
+        assert np.array_equal(np.asarray(prepare_cache(photos, cache, n_holdout=1, n_edited=1, size=32)[0].views),
+                              tr.views)  # untouched by the refusal
+        tr2, _ = prepare_cache(photos, cache, n_holdout=1, n_edited=2, size=32, rebuild=True)
+        assert tr2.views.shape[:2] == (3, 3)
+
     def test_every_degradation(self):
         from matcher.training.views import DEGRADATIONS, degrade_view
 
