@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from matcher.benchmark.builder import build_benchmark
-from matcher.benchmark.plan import BenchmarkError
 from matcher.benchmark.chain import apply_chain
 from matcher.benchmark.edits import EditContext, synthetic_photo
 from matcher.benchmark.geometry import apply_homography
 from matcher.benchmark.independent import INDEPENDENT_CHAIN_FAMILIES, INDEPENDENT_EDITS, INDEPENDENT_FAMILY
 from matcher.benchmark.overlays import shared_overlay
+from matcher.benchmark.plan import BenchmarkError
 from matcher.benchmark.recipes import get_recipe
 
 REPO = Path(__file__).resolve().parents[2]
