@@ -250,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     shipped = load_fusion()
     fusions = {"logistic on all evidence": load_fusion(LOGISTIC_PATH)} if LOGISTIC_PATH.exists() else {}
     fusions[f"shipped: {type(shipped).__name__}"] = shipped
-    for path in args.fusion:
-        fusions[f"{path.name}: {type(load_fusion(path)).__name__}"] = load_fusion(path)
-    fusion = load_fusion(args.fusion[0]) if args.fusion else shipped
+    given = [load_fusion(path) for path in args.fusion]  # each file read once
+    for path, model in zip(args.fusion, given, strict=True):
+        fusions[f"{path.name}: {type(model).__name__}"] = model
+    fusion = given[0] if given else shipped
     results["fusion"] = str(args.fusion[0]) if args.fusion else "shipped"
     gt_all = read_ground_truth(args.bench / "ground_truth.csv")
     qset = set(t["query_id"])

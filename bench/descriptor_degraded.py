@@ -173,7 +173,7 @@ def run_domain(name: str, folder: Path, edits: dict, args: argparse.Namespace, m
             res["per_edit"][e] = _metrics(sim[sel], [qids[i] for i in sel], ref_ids, truth)
         out["methods"][method] = res
         print(f"{name:8s} {method:26s} " + " ".join(f"{k} {v}" for k, v in res["all"].items())
-              + f"  {res['ms_per_query']} ms/query  " + " ".join(
+              + f"  {res['ms_per_query']} ms/query  r@1 per edit " + " ".join(
                   f"{e}:{v['recall_at_1']:.2f}" for e, v in res["per_edit"].items()), flush=True)
     return out
 

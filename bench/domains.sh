@@ -46,10 +46,10 @@ if [ ! -d "$OUT/train_photos_nobg" ]; then  # train photos that are not in the s
   "$PY" - "$DATA/photos/train" "$OUT/train_photos_nobg" <<'PYEOF'
 import os, sys
 from pathlib import Path
-import numpy as np
-from matcher.resources import weights_dir
+from bench.fit_fusion import background_photos  # the set fit_fusion.py leaves out, from the same file
+from matcher.config import MatcherConfig
 src, dst = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
-background = set(np.load(weights_dir() / "background_asl_lite0.npz")["photos"].tolist())
+background = background_photos(MatcherConfig())
 tmp = dst.with_name(dst.name + ".tmp")
 tmp.mkdir(parents=True, exist_ok=True)
 for p in sorted(src.iterdir()):

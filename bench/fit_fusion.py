@@ -124,12 +124,21 @@ def fit(model: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, gate_margin: fl
     return fit_fusion(x, y, features=features, sample_weight=w, gate_margin=gate_margin, source=source)
 
 
+def _domains(t: dict[str, np.ndarray]) -> np.ndarray:
+    """(N,) the benchmark (domain) of each pooled row: its query id's "<benchmark folder>/" prefix."""
+    return np.array([q.split("/", 1)[0] for q in t["query_id"]])
+
+
+def _line(m: dict) -> str:
+    """One metrics dict as a printed line."""
+    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+
+
 def cross_validate(model: str, t: dict[str, np.ndarray], gt: list[GroundTruthMatch], holistic: dict[str, set[str]],
                    w: np.ndarray, gate_margin: float, folds: int, repeats: int) -> dict[str, float]:
     """Mean over ``repeats`` splits of the pooled k-fold out-of-fold metrics (and their spread)."""
     x, y = t["features"], t["label"].astype(np.float64)
     runs = []
-    first = None
     for r in range(repeats):
         fold = np.array([fold_of(q, folds, salt=f"cv{r}:" if r else "") for q in t["query_id"]])
         score = np.zeros(len(y))
@@ -137,9 +146,10 @@ def cross_validate(model: str, t: dict[str, np.ndarray], gt: list[GroundTruthMat
             te = fold == k
             score[te] = fit(model, x[~te], y[~te], w[~te], gate_margin).predict(x[te])
         runs.append(evaluate_scores(t, score, gt, holistic))
-        first = score if first is None else first
+        if r == 0:
+            first = score  # per-domain figures come from the first split
     out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if isinstance(runs[0][k], (int, float))}
-    domain = np.array([q.split("/", 1)[0] for q in t["query_id"]])
+    domain = _domains(t)
     out["per_domain"] = {d: evaluate_scores(t, first, gt, holistic, domain == d)  # type: ignore[arg-type]
                          for d in sorted(set(domain))}
     out["holistic_pairs_above_p90_runs"] = [round(r["holistic_pairs_above_p90"], 4) for r in runs]
@@ -153,7 +163,7 @@ def leave_out(model: str, t: dict[str, np.ndarray], gt: list[GroundTruthMatch], 
     """Fit without one benchmark (domain) and score it; fit without one edit family's copies and score that
     family's queries (the same negatives stay in training; they are scored with the family's queries)."""
     x, y = t["features"], t["label"].astype(np.float64)
-    domain = np.array([q.split("/", 1)[0] for q in t["query_id"]])
+    domain = _domains(t)
     out: dict[str, dict] = {"domain": {}, "family": {}}
     for d in sorted(set(domain)):
         held = domain == d
@@ -221,14 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         if name == "leave_out":
             for part, rows in r.items():
                 for held, m in rows.items():
-                    print(f"leave one {part} out: {held:16s} " + "  ".join(
-                        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+                    print(f"leave one {part} out: {held:16s} " + _line(m))
             continue
-        print(f"{args.folds}-fold CV {name:18s} " + "  ".join(
-            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items() if k != "per_domain"))
+        print(f"{args.folds}-fold CV {name:18s} " + _line({k: v for k, v in r.items() if k != "per_domain"}))
         for d, m in r.get("per_domain", {}).items():
-            print(f"    out-of-fold, domain {d:10s} " + "  ".join(
-                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+            print(f"    out-of-fold, domain {d:10s} " + _line(m))
     final = fit(args.model, x, y, w, pipe.gate_margin,
                 source=f"bench/fit_fusion.py --model {args.model} on {', '.join(b.name for b in benches)} "
                        "(train photos)")
