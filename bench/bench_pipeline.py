@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.pipeline_features import SOURCES, collect, load_table, open_or_build_index, save_table
+from matcher.benchmark.variants import load_variant_groups, variant_pairs
 from matcher.config import MatcherConfig
 from matcher.fusion.features import FEATURE_NAMES
 from matcher.fusion.load import Fusion, load_fusion
@@ -220,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fusion", type=Path, action="append", default=[],
                     help="also score with this fusion model file (repeatable); the first one given is the headline "
                          "row instead of the shipped model")
+    ap.add_argument("--variants", type=Path, default=Path(__file__).resolve().parent / "graphics_variants.json",
+                    help="variant-groups file (matcher/benchmark/variants.py): also score with the pairs between "
+                         "variants of one picture set aside (default: %(default)s)")
     args = ap.parse_args(argv)
     manifest = load_manifest(args.bench / "manifest.json")
     if Path(str(manifest.get("photos", ""))).name == "train":
@@ -281,6 +285,26 @@ def main(argv: list[str] | None = None) -> int:
         peers["pHash (exhaustive)"] = summarise([r for r in phash_peer(args.bench) if r.query_id in qset], gt,
                                                 holistic)
     results["peers"] = peers
+    try:
+        groups = load_variant_groups(args.variants, str(manifest.get("photos", ""))) if args.variants.exists() else []
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if groups:  # the same scoring with the ambiguous pairs (neither copies nor negatives) left out
+        ambiguous = variant_pairs(manifest, groups)
+        keep = np.array([(q, r) not in ambiguous for q, r in zip(t["query_id"], t["reference_id"])], bool)
+        aside: dict = {"groups": len(groups), "pairs": len(ambiguous), "table_rows": int((~keep).sum())}
+        for name, model in {"pipeline": fusion, **{n: m for n, m in fusions.items() if m is not fusion}}.items():
+            rows = top_rows(t["query_id"], t["reference_id"], model.predict(t["features"]), keep)
+            aside[name] = summarise(rows, gt, holistic, hard, DEFAULT_THRESHOLD)
+            if name == "pipeline":
+                aside["by_family"] = {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)}
+                                      for k, v in evaluate_with_breakdowns(rows, gt, manifest)[1].items()}
+        if args.sscd is not None:
+            for name, rows in sscd_peer(args.sscd).items():
+                aside[name] = summarise([r for r in rows if r.query_id in qset
+                                         and (r.query_id, r.reference_id) not in ambiguous], gt, holistic, hard)
+        results["variant_pairs_set_aside"] = aside
     if args.naive_sift_queries:  # exhaustive per-pair SIFT is too slow for every query: a seeded subset, with the
         # pipeline scored on the same queries beside it
         sub = sorted(np.random.default_rng(0).choice(sorted(qset), size=min(args.naive_sift_queries, len(qset)),

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_pipeline import hard_negatives, holistic_crops, summarise, top_rows
 from bench.pipeline_features import collect, load_table, open_or_build_index, save_table
+from matcher.benchmark.variants import load_variant_groups, variant_pairs
 from matcher.config import MatcherConfig
 from matcher.fusion.features import FEATURE_NAMES
 from matcher.fusion.load import Fusion, default_fusion_path
@@ -41,6 +42,7 @@ MONOTONE = {"verified": 1, "log1p_inliers": 1, "inlier_ratio": 1, "global_full":
             "global_to_local": 1, "inside_with_detector": 1, "inside_without_seam": -1,
             "dense_agree": 1, "dense_agree_outside": 1, "dense_disagree_blob": -1}
 THRESHOLD = 0.5  # the documented default decision threshold
+VARIANTS = Path(__file__).resolve().parent / "graphics_variants.json"  # variant groups of the corpora
 WITHOUT: set[str] = set()  # features left out of the fit (--without, for ablations)
 TREES = {"rounds": 200, "depth": 3, "learning_rate": 0.1, "lam": 1.0, "min_child_hessian": 5.0, "n_bins": 64}
 
@@ -63,11 +65,13 @@ def evaluate_scores(t: dict[str, np.ndarray], score: np.ndarray, gt: list[Ground
 
 
 def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe: Pipeline,
-              max_queries: int | None = None, exclude_sources: frozenset[str] = frozenset()
+              max_queries: int | None = None, exclude_sources: frozenset[str] = frozenset(),
+              variants: Path | None = None
               ) -> tuple[dict[str, np.ndarray], list[GroundTruthMatch], dict[str, set[str]], list[dict]]:
     """All benchmarks' tables pooled (ids prefixed "<benchmark folder>/"), their ground truth, holistic query ->
     its crop references, and a summary of each benchmark. Queries whose source photo is in ``exclude_sources``
-    (the score-normalisation background set) are left out."""
+    (the score-normalisation background set) are left out, and so are the pairs between variants of one picture
+    (``variants``: a groups file, :mod:`matcher.benchmark.variants`), which are neither copies nor negatives."""
     parts, gts, manifests = [], [], []
     holistic: dict[str, set[str]] = {}
     for bench, index, table in zip(benches, indexes, tables, strict=True):
@@ -92,6 +96,14 @@ def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe
             t = {k: (v[keep] if k != "feature_names" else v) for k, v in t.items()}
             print(f"{bench.name}: left out {len(manifest['queries']) - len(queries)} queries made from "
                   "background-set photos")
+        n_variant = 0
+        if variants is not None:
+            ambiguous = variant_pairs(manifest, load_variant_groups(variants, str(manifest.get("photos", ""))))
+            keep = np.array([(q, r) not in ambiguous for q, r in zip(t["query_id"], t["reference_id"])], bool)
+            n_variant = int((~keep).sum())
+            if n_variant:
+                t = {k: (v[keep] if k != "feature_names" else v) for k, v in t.items()}
+                print(f"{bench.name}: left out {n_variant} pairs between variants of one picture")
         t["query_id"] = np.char.add(prefix, t["query_id"])
         t["reference_id"] = np.char.add(prefix, t["reference_id"])
         parts.append(t)
@@ -101,7 +113,7 @@ def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe
         gts += [GroundTruthMatch(prefix + g.query_id, prefix + g.reference_id if g.reference_id else g.reference_id)
                 for g in read_ground_truth(bench / "ground_truth.csv") if g.query_id in queries]  # copies or not
         manifests.append({"benchmark": str(bench), "photos": manifest.get("photos"), "params": manifest.get("params"),
-                          "pairs": len(t["label"]), "positives": int(t["label"].sum()),
+                          "pairs": len(t["label"]), "positives": int(t["label"].sum()), "variant_pairs_left_out": n_variant,
                           "queries": len(set(t["query_id"]))})
     pooled = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "feature_names"}
     return pooled, gts, holistic, manifests
@@ -114,6 +126,15 @@ def background_photos(config: MatcherConfig) -> frozenset[str]:
         return frozenset()
     with np.load(path, allow_pickle=False) as z:
         return frozenset(z["photos"].tolist()) if "photos" in z.files else frozenset()
+
+
+def sample_weights(kind: np.ndarray, hard_weight: float, kind_weights: dict[str, float] | None = None
+                   ) -> np.ndarray:
+    """(N,) sample weights: ``hard_weight`` for hard-negative pairs, ``kind_weights[kind]`` where given, else 1."""
+    w = np.where(np.char.startswith(kind.astype(str), "hard_negative"), hard_weight, 1.0)
+    for k, v in (kind_weights or {}).items():
+        w = np.where(kind == k, v, w)
+    return w
 
 
 def fit(model: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, gate_margin: float, source: str = "") -> Fusion:
@@ -190,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=default_fusion_path())
     ap.add_argument("--max-queries", type=int, default=None)
     ap.add_argument("--holistic-weight", type=float, default=3.0, help="sample weight of hard negatives' pairs")
+    ap.add_argument("--kind-weight", nargs="+", default=[], metavar="KIND=W",
+                    help="sample weight of one pair kind (e.g. hard_negative_holistic=20), over --holistic-weight")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--cv-repeats", type=int, default=2)
     ap.add_argument("--depth", type=int, default=TREES["depth"], help="tree depth (trees)")
@@ -200,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="fit without these features (ablation)")
     ap.add_argument("--keep-background-queries", action="store_true",
                     help="keep queries whose source photo is in the shipped score-normalisation background set")
+    ap.add_argument("--variants", type=Path, default=VARIANTS,
+                    help="variant-groups file: pairs between variants of one picture are left out (default: %(default)s)")
+    ap.add_argument("--keep-variant-pairs", action="store_true", help="keep them (labelled as built: negatives)")
     ap.add_argument("--leave-out", action="store_true",
                     help="also validate leaving one benchmark (domain) out and one edit family out")
     args = ap.parse_args(argv)
@@ -214,12 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     pipe = Pipeline(MatcherConfig(), fusion=False)
     try:
         exclude = frozenset() if args.keep_background_queries else background_photos(pipe.config)
-        t, gt, holistic, manifests = load_pool(benches, indexes, tables, pipe, args.max_queries, exclude)
+        t, gt, holistic, manifests = load_pool(benches, indexes, tables, pipe, args.max_queries, exclude,
+                                               None if args.keep_variant_pairs else args.variants)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     x, y = t["features"], t["label"].astype(np.float64)
-    w = np.where(np.char.startswith(t["kind"], "hard_negative"), args.holistic_weight, 1.0)
+    try:
+        kind_weights = {k: float(v) for k, v in (kw.split("=", 1) for kw in args.kind_weight)}
+    except ValueError:
+        print(f"error: --kind-weight takes KIND=WEIGHT, got {args.kind_weight}", file=sys.stderr)
+        return 2
+    w = sample_weights(t["kind"], args.holistic_weight, kind_weights)
     report = {
         args.model: cross_validate(args.model, t, gt, holistic, w, pipe.gate_margin, args.folds, args.cv_repeats),
         "local_score_only": evaluate_scores(t, t["local_score"], gt, holistic),
@@ -245,8 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         recipe += f"; without the features {sorted(WITHOUT)}"
     card = {
         "data": manifests,
-        "recipe": f"{recipe}; hard-negative pairs weighted {args.holistic_weight}; metrics: {args.folds}-fold "
-                  f"cross-validation by sha256(query id), {args.cv_repeats} splits, pooled over the benchmarks",
+        "recipe": "; ".join([
+            recipe,
+            f"hard-negative pairs weighted {args.holistic_weight}"
+            + "".join(f", {k} {v}" for k, v in kind_weights.items()),
+            "pairs between variants of one picture kept as negatives" if args.keep_variant_pairs else
+            f"pairs between variants of one picture ({args.variants.name}) left out",
+            (f"metrics: {args.folds}-fold cross-validation by sha256(query id), {args.cv_repeats} splits, pooled "
+            "over the benchmarks")]),
         "cv_metrics": report,
         "licence": "AGPL-3.0 (trained here by icd-matcher's own code on the project's train photos)",
     }
