@@ -58,6 +58,7 @@ def _row(m: PairMatch) -> dict[str, Any]:
         "n_inliers": ev.n_inliers if ev is not None else 0,
         "containment": ev.containment if ev is not None else "none",
         "mirrored": bool(ev.mirrored) if ev is not None else False,
+        "inverted": bool(ev.inverted) if ev is not None else False,
         "query_region": m.global_evidence.region, "global_full": m.global_evidence.full,
         "log_norm_ratio": m.global_evidence.log_norm_ratio,
     }

@@ -39,6 +39,11 @@ class LocalConfig:
     ratio: float = 0.85  # Lowe ratio test on L2 distances (best / second best)
     mutual: bool = True  # keep only mutual nearest neighbours
     mirror: bool = True  # also match mirrored descriptors (flip invariance)
+    invert: bool = True  # also match the whole query's descriptors as those of its negative (255 - gray: the same
+    # keypoints, each descriptor's cell grid turned 180 degrees; matcher.local.features.INVERT_PERMUTATION), so that
+    # an intensity-inverted copy verifies; query side only, one more GEMM per query
+    invert_min_inliers: int = 12  # an inverted reading is fitted only with this many tentative matches and
+    # accepted only with this many inliers (two more readings are two more chances of a chance fit)
     mirror_split: bool = True  # plain + mirrored similarities from one GEMM's work via the mirror split of the
     # descriptors (matcher.local.matching.mirror_split; equal up to float32 rounding); False: two full GEMMs
     blas_threads: int = 1  # OpenBLAS threads for the matching GEMMs (0 = library default); on shared cores 2

@@ -29,7 +29,7 @@ def _print_local(ev) -> None:
         print(f"local: {ev.reason}")
         return
     print(f"local: matches {ev.n_matches}, inliers {ev.n_inliers} (ratio {ev.inlier_ratio:.2f}), "
-          f"mirrored {ev.mirrored}, containment {ev.containment}, coverage query {ev.query_coverage:.2f} / "
+          f"mirrored {ev.mirrored}, inverted {ev.inverted}, containment {ev.containment}, coverage query {ev.query_coverage:.2f} / "
           f"reference {ev.reference_coverage:.2f}"
           + ("" if ev.detector_iou is None else f", detector IoU {ev.detector_iou:.2f}")
           + ("" if ev.frame_seam is None else ", no reference border inside the query" if math.isnan(ev.frame_seam)
@@ -88,7 +88,8 @@ def run_score(args: argparse.Namespace) -> int:
     if args.show:
         from matcher.report.draw import draw_pair, save_png
 
-        caption = f"score {score:.3f}  inliers {ev.n_inliers}  {ev.containment}" + ("  mirrored" if ev.mirrored else "")
+        caption = (f"score {score:.3f}  inliers {ev.n_inliers}  {ev.containment}"
+                   + ("  mirrored" if ev.mirrored else "") + ("  inverted" if ev.inverted else ""))
         save_png(draw_pair(q_img, r_img, ev, caption=caption), args.show)
         if not args.json:
             print(f"wrote {args.show}")

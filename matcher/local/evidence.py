@@ -94,6 +94,7 @@ class PairEvidence:
     query_frame_in_reference: float = 0.0
     reference_frame_in_query: float = 0.0
     mirrored: bool = False
+    inverted: bool = False  # the matches come from the query's inverted descriptors (a negative of the reference)
     containment: str = "none"
     query_region: str = "full"
     reference_region: str = "full"

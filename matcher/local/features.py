@@ -27,11 +27,13 @@ from matcher.registry import Registry
 
 __all__ = [
     "EXTRACTORS",
+    "INVERT_PERMUTATION",
     "MIRROR_PERMUTATION",
     "KorniaSiftExtractor",
     "LocalFeatureExtractor",
     "SiftExtractor",
     "create_extractor",
+    "invert_sift_descriptors",
     "mirror_sift_descriptors",
     "prepare_gray",
     "rootsift",
@@ -134,6 +136,39 @@ def _mirror_permutation(n_spatial: int = 4, n_orient: int = 8) -> np.ndarray:
 
 
 MIRROR_PERMUTATION: np.ndarray = _mirror_permutation()  # (128,) intp
+
+
+def _invert_permutation(n_spatial: int = 4, n_orient: int = 8) -> np.ndarray:
+    """Index permutation taking a SIFT descriptor (OpenCV layout) to that of the same keypoint in the
+    intensity-inverted picture (255 - gray).
+
+    Inverting negates every gradient: the keypoints stay (a DoG maximum becomes a minimum of the same strength),
+    the dominant orientation turns by 180 degrees, and so does the keypoint frame. Relative to the turned frame the
+    gradient angles are unchanged, while the patch is seen turned by 180 degrees: the 4 x 4 cell grid is reversed
+    in both directions, orientation bins stay. Checked against extracting from the inverted picture in
+    tests/local/test_invert.py.
+    """
+    perm = np.empty(n_spatial * n_spatial * n_orient, np.intp)
+    for r in range(n_spatial):
+        for c in range(n_spatial):
+            for o in range(n_orient):
+                perm[(r * n_spatial + c) * n_orient + o] = ((n_spatial - 1 - r) * n_spatial
+                                                            + (n_spatial - 1 - c)) * n_orient + o
+    return perm
+
+
+INVERT_PERMUTATION: np.ndarray = _invert_permutation()  # (128,) intp
+
+
+def invert_sift_descriptors(desc: np.ndarray) -> np.ndarray:
+    """Descriptors (N, 128) of the same keypoints in the intensity-inverted picture, by permuting bins. (N, 128)
+    float32; norms unchanged. Keypoint positions and scales are those of ``desc``'s keypoints."""
+    desc = np.asarray(desc, np.float32)
+    if desc.ndim != 2 or desc.shape[1] != INVERT_PERMUTATION.size:
+        raise ValueError(
+            f"expected SIFT descriptors of shape (N, {INVERT_PERMUTATION.size}), got {desc.shape}"
+        )
+    return np.ascontiguousarray(desc[:, INVERT_PERMUTATION])
 
 
 def mirror_sift_descriptors(desc: np.ndarray) -> np.ndarray:

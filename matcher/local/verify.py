@@ -3,19 +3,25 @@
 Data flow: :class:`QueryFeatures` (one :class:`LocalFeatures` per query region, keypoints in original query px)
 and a :class:`ReferenceBank` (all references' features, descriptors concatenated for one-to-many matching) ->
 :func:`verify_query` -> the best :class:`PairEvidence` per reference (by calibrated score), over query regions and
-plain/mirrored descriptors. Features are computed once per image by the caller; nothing here extracts.
+plain/mirrored descriptors (and, for the whole query, its descriptors read as those of its negative). Features are computed once per image by the caller; nothing here extracts.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from matcher.config import LocalConfig, MatcherConfig
 from matcher.local.evidence import PairEvidence, evidence_from_matches
-from matcher.local.features import MIRROR_PERMUTATION, LocalFeatureExtractor
+from matcher.local.features import (
+    INVERT_PERMUTATION,
+    MIRROR_PERMUTATION,
+    LocalFeatureExtractor,
+    invert_sift_descriptors,
+)
 from matcher.local.matching import (
+    MatchBatch,
     OneToMany,
     blas_threads,
     match_one_to_many,
@@ -172,6 +178,26 @@ def _match(feats: LocalFeatures, bank: ReferenceBank, config: LocalConfig) -> On
                                  mutual=config.mutual, mirrored=mirrored)
 
 
+def _match_inverted(feats: LocalFeatures, bank: ReferenceBank, config: LocalConfig) -> OneToMany | None:
+    """Matches of the query region's descriptors read as those of its negative (:data:`INVERT_PERMUTATION`), plain
+    and (with ``config.mirror``) mirrored, against the bank, for the GEMM work of one plain pass when the mirror
+    split applies; None when ``config.invert`` is off or the descriptors are not 128-d SIFT."""
+    d = feats.descriptors
+    if (not config.invert or d.ndim != 2 or d.shape[1] != INVERT_PERMUTATION.size
+            or bank.descriptors.shape[1] != d.shape[1]):
+        return None
+    inv = invert_sift_descriptors(d)
+    with blas_threads(config.blas_threads):
+        if config.mirror and config.mirror_split:
+            q_sym, q_anti = mirror_split(inv, MIRROR_PERMUTATION)
+            ref_sym, ref_anti = bank.mirror_split()
+            return match_one_to_many_split(q_sym, q_anti, ref_sym, ref_anti, bank.offsets, ratio=config.ratio,
+                                           mutual=config.mutual)
+        mirrored = np.ascontiguousarray(inv[:, MIRROR_PERMUTATION]) if config.mirror else None
+        return match_one_to_many(inv, bank.descriptors, bank.offsets, ratio=config.ratio, mutual=config.mutual,
+                                 mirrored=mirrored)
+
+
 def verify_query(
     query: QueryFeatures,
     bank: ReferenceBank,
@@ -195,18 +221,32 @@ def verify_query(
         if feats.n == 0:
             continue
         res = _match(feats, bank, config)
-        plain_counts = res.plain.counts()
-        mirror_counts = res.mirrored.counts() if res.mirrored is not None else np.zeros_like(plain_counts)
-        # A copy is either mirrored or not: fit only the orientation with more tentative matches (about half the
-        # RANSAC work; the other orientation of a true copy holds only chance matches).
-        use_mirror = mirror_counts > plain_counts
-        counts = np.where(use_mirror, mirror_counts, plain_counts)
+        # the readings of the region's matches: plain, mirrored and, for the whole query, the same two of its
+        # negative; a copy is one of them, the others of a true copy hold only chance matches, so only the reading
+        # with the most tentative matches is fitted (ties go to the earlier reading)
+        readings: list[tuple[MatchBatch, bool, bool]] = [(res.plain, False, False)]
+        if res.mirrored is not None:
+            readings.append((res.mirrored, True, False))
+        inverted = _match_inverted(feats, bank, config) if region is query.regions[0] else None
+        if inverted is not None:
+            readings.append((inverted.plain, False, True))
+            if inverted.mirrored is not None:
+                readings.append((inverted.mirrored, True, True))
+        all_counts = np.stack([batch.counts() for batch, _, _ in readings])
+        need_inv = max(need, int(config.invert_min_inliers))
+        inverted_config = replace(config, min_inliers=max(config.min_inliers, need_inv))
+        for k, (_, _, is_inv) in enumerate(readings):
+            if is_inv:  # an inverted reading competes only with enough tentative matches
+                all_counts[k] = np.where(all_counts[k] >= need_inv, all_counts[k], 0)
+        pick = all_counts.argmax(0)
+        counts = all_counts.max(0)
         for r in np.flatnonzero(counts >= need):
             r = int(r)
-            is_mirrored = bool(use_mirror[r])
-            batch = res.mirrored if is_mirrored else res.plain
-            ev = evidence_from_matches(feats, bank.features[r], batch[r], is_mirrored, config, query_region=region,
+            batch, is_mirrored, is_inverted = readings[int(pick[r])]
+            ev = evidence_from_matches(feats, bank.features[r], batch[r], is_mirrored,
+                                       inverted_config if is_inverted else config, query_region=region,
                                        reference_region=None if bank.regions is None else bank.regions[r])
+            ev.inverted = is_inverted
             if detected:
                 _attach_detector_agreement(ev, detected)
             s = model.score(ev)

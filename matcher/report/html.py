@@ -247,6 +247,8 @@ def _evidence_text(local_score: float, ev) -> str:
              f"coverage q {ev.query_coverage:.2f} r {ev.reference_coverage:.2f}"]
     if ev.mirrored:
         parts.append("mirrored")
+    if ev.inverted:
+        parts.append("inverted (a negative)")
     if ev.dense is not None and ev.dense.measured:
         parts.append(f"dense agreement {ev.dense.agree:.2f} (largest disagreeing area {ev.dense.disagree_blob:.2f})")
     return " · ".join(parts)

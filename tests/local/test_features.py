@@ -12,10 +12,12 @@ from skimage import data
 from matcher.config import LocalConfig
 from matcher.local.features import (
     EXTRACTORS,
+    INVERT_PERMUTATION,
     MIRROR_PERMUTATION,
     LocalFeatureExtractor,
     create_extractor,
     create_sift,
+    invert_sift_descriptors,
     mirror_sift_descriptors,
     prepare_gray,
     rootsift,
@@ -257,10 +259,73 @@ def test_mirrored_image_matches_with_permuted_descriptors(sift):
     assert np.median(np.abs(xq - b.keypoints[ri, 0])) < 1.0
 
 
+# ------------------------------------------------------------------------------------------- inversion
+def test_invert_permutation_is_an_involution():
+    assert sorted(INVERT_PERMUTATION.tolist()) == list(range(128))
+    np.testing.assert_array_equal(INVERT_PERMUTATION[INVERT_PERMUTATION], np.arange(128))
+    assert not np.array_equal(INVERT_PERMUTATION, MIRROR_PERMUTATION)
+    d = rootsift(np.random.default_rng(1).random((4, 128)))
+    np.testing.assert_array_equal(invert_sift_descriptors(invert_sift_descriptors(d)), d)
+    with pytest.raises(ValueError, match="128"):
+        invert_sift_descriptors(np.zeros((3, 64), np.float32))
+
+
+def _inverted_pairs(ex, image):
+    """Descriptors of the keypoints found at the same place and scale in ``image`` and in its negative."""
+    a, b = ex.extract(image), ex.extract(np.ascontiguousarray(255 - image))
+    dist = np.linalg.norm(a.keypoints[:, None] - b.keypoints[None], axis=2)
+    j = dist.argmin(1)
+    rows = np.arange(a.n)
+    same = (dist[rows, j] < 0.5) & (np.abs(np.log(a.scales / b.scales[j])) < 0.05)
+    return a.descriptors[same], b.descriptors[j[same]]
+
+
+def test_inverted_descriptors_equal_extraction_from_negative_image(sift, astronaut):
+    """The keypoints of the negative picture are the same; permuted descriptors equal the negative's."""
+    da, db = _inverted_pairs(sift, astronaut)
+    assert len(da) > 100
+    assert np.median(np.sum(invert_sift_descriptors(da) * db, axis=1)) > 0.99
+    assert np.median(np.sum(da * db, axis=1)) < 0.9
+
+
+def test_negative_image_verifies_only_through_inversion(sift):
+    from matcher.config import LocalConfig
+    from matcher.local.score import LocalScoreModel
+    from matcher.local.verify import QueryFeatures, ReferenceBank, verify_query
+    from matcher.regions.region import Region
+
+    image = data.chelsea()
+    ref = sift.extract(image)
+    q = sift.extract(np.ascontiguousarray(255 - image))
+    query = QueryFeatures([Region("full", (0, 0, image.shape[1], image.shape[0]))], [q])
+    bank = ReferenceBank.build(["r"], [ref])
+    model = LocalScoreModel()
+    found = verify_query(query, bank, LocalConfig(), model)
+    assert found[0][1].verified and found[0][1].inverted and found[0][1].n_inliers > 50
+    off = verify_query(query, bank, LocalConfig(invert=False), model)
+    assert 0 not in off or not off[0][1].verified
+    # an inverted reading needs invert_min_inliers: below it, not verified
+    strict = verify_query(query, bank, LocalConfig(invert_min_inliers=found[0][1].n_inliers + 1), model)
+    assert 0 not in strict or not strict[0][1].verified
+    # a negative that is also flipped: the inverted and mirrored reading
+    qm = sift.extract(np.ascontiguousarray(255 - image[:, ::-1]))
+    both = verify_query(QueryFeatures(query.regions, [qm]), bank, LocalConfig(), model)
+    assert both[0][1].verified and both[0][1].inverted and both[0][1].mirrored
+    # a plain copy is not reported as inverted
+    plain = verify_query(QueryFeatures(query.regions, [ref]), bank, LocalConfig(), model)
+    assert plain[0][1].verified and not plain[0][1].inverted
+
+
 # ------------------------------------------------------------------------------------------- kornia
 @pytest.fixture(scope="module")
 def kornia_sift():
     return EXTRACTORS.create("sift-kornia", device="cpu", max_keypoints=512)
+
+
+def test_kornia_inverted_descriptors_equal_extraction_from_negative_image(kornia_sift, astronaut):
+    da, db = _inverted_pairs(kornia_sift, astronaut)
+    assert len(da) > 50
+    assert np.median(np.sum(invert_sift_descriptors(da) * db, axis=1)) > 0.95
 
 
 def test_kornia_sift_runs_and_is_close_to_opencv(kornia_sift, astronaut):
