@@ -44,6 +44,8 @@ class LocalConfig:
     # an intensity-inverted copy verifies; query side only, one more GEMM per query
     invert_min_inliers: int = 12  # an inverted reading is fitted only with this many tentative matches and
     # accepted only with this many inliers (two more readings are two more chances of a chance fit)
+    invert_max_keypoints: int = 256  # the inverted readings use only the query's strongest keypoints (extractors
+    # keep them strongest first): the full 1,024 cost 19 % of the queries/s at 1,200 references (bench/RESULTS.md)
     mirror_split: bool = True  # plain + mirrored similarities from one GEMM's work via the mirror split of the
     # descriptors (matcher.local.matching.mirror_split; equal up to float32 rounding); False: two full GEMMs
     blas_threads: int = 1  # OpenBLAS threads for the matching GEMMs (0 = library default); on shared cores 2

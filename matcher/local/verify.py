@@ -179,14 +179,15 @@ def _match(feats: LocalFeatures, bank: ReferenceBank, config: LocalConfig) -> On
 
 
 def _match_inverted(feats: LocalFeatures, bank: ReferenceBank, config: LocalConfig) -> OneToMany | None:
-    """Matches of the query region's descriptors read as those of its negative (:data:`INVERT_PERMUTATION`), plain
-    and (with ``config.mirror``) mirrored, against the bank, for the GEMM work of one plain pass when the mirror
-    split applies; None when ``config.invert`` is off or the descriptors are not 128-d SIFT."""
+    """Matches of the query region's strongest ``config.invert_max_keypoints`` descriptors read as those of its
+    negative (:data:`INVERT_PERMUTATION`), plain and (with ``config.mirror``) mirrored, against the bank (one
+    split GEMM when the mirror split applies); None when ``config.invert`` is off or the descriptors are not
+    128-d SIFT."""
     d = feats.descriptors
     if (not config.invert or d.ndim != 2 or d.shape[1] != INVERT_PERMUTATION.size
             or bank.descriptors.shape[1] != d.shape[1]):
         return None
-    inv = invert_sift_descriptors(d)
+    inv = invert_sift_descriptors(d[: max(1, int(config.invert_max_keypoints))])  # a prefix: indices stay valid
     with blas_threads(config.blas_threads):
         if config.mirror and config.mirror_split:
             q_sym, q_anti = mirror_split(inv, MIRROR_PERMUTATION)
