@@ -3,7 +3,8 @@
 Data flow: :class:`QueryFeatures` (one :class:`LocalFeatures` per query region, keypoints in original query px)
 and a :class:`ReferenceBank` (all references' features, descriptors concatenated for one-to-many matching) ->
 :func:`verify_query` -> the best :class:`PairEvidence` per reference (by calibrated score), over query regions and
-plain/mirrored descriptors (and, for the whole query, its descriptors read as those of its negative). Features are computed once per image by the caller; nothing here extracts.
+plain/mirrored descriptors (and, for the whole query, its descriptors read as those of its negative). Features
+are computed once per image by the caller; nothing here extracts.
 """
 from __future__ import annotations
 
@@ -218,6 +219,8 @@ def verify_query(
     if len(bank) == 0:
         return best
     detected = [r for r in query.regions if r.score is not None]  # detector boxes among the query regions
+    need_inv = max(need, int(config.invert_min_inliers))  # an inverted reading's least matches and inliers
+    inverted_config = replace(config, min_inliers=max(config.min_inliers, need_inv))
     for region, feats in zip(query.regions, query.features):
         if feats.n == 0:
             continue
@@ -234,8 +237,6 @@ def verify_query(
             if inverted.mirrored is not None:
                 readings.append((inverted.mirrored, True, True))
         all_counts = np.stack([batch.counts() for batch, _, _ in readings])
-        need_inv = max(need, int(config.invert_min_inliers))
-        inverted_config = replace(config, min_inliers=max(config.min_inliers, need_inv))
         for k, (_, _, is_inv) in enumerate(readings):
             if is_inv:  # an inverted reading competes only with enough tentative matches
                 all_counts[k] = np.where(all_counts[k] >= need_inv, all_counts[k], 0)
