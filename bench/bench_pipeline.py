@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.pipeline_features import SOURCES, collect, load_table, open_or_build_index, save_table
-from matcher.benchmark.variants import load_variant_groups, variant_pairs
+from matcher.benchmark.variants import load_variant_groups, outside_pairs, variant_pairs
 from matcher.config import MatcherConfig
 from matcher.fusion.features import FEATURE_NAMES
 from matcher.fusion.load import Fusion, load_fusion
@@ -203,6 +203,11 @@ def naive_sift_peer(bench: Path, query_ids: list[str], workers: int) -> list[Pre
                            workers)
 
 
+def _rounded(breakdown: dict) -> dict[str, dict[str, float]]:
+    """{group: {"uap", "recall_at_p90"}} rounded to 4 decimals, from a metrics breakdown by family or kind."""
+    return {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)} for k, v in breakdown.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bench", type=Path, default=Path("/tmp/bench_default"))
@@ -268,19 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     preds = top_rows(t["query_id"], t["reference_id"], fused)
     results["pipeline"] = summarise(preds, gt, holistic, hard, DEFAULT_THRESHOLD)
     _, by_family, by_kind = evaluate_with_breakdowns(preds, gt, manifest)
-    results["by_family"] = {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)}
-                            for k, v in by_family.items()}
-    results["by_kind"] = {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)}
-                          for k, v in by_kind.items()}
+    results["by_family"], results["by_kind"] = _rounded(by_family), _rounded(by_kind)
     results["ablation"] = {name: summarise(top_rows(t["query_id"], t["reference_id"], s, mask), gt, holistic)
                            for name, (s, mask) in ablation_scores(t, fusions, fusion.gate_margin).items()}
     gt_pairs = {(g.query_id, g.reference_id) for g in gt if g.reference_id}
     found = {(q, r) for q, r, y in zip(t["query_id"], t["reference_id"], t["label"]) if y}
     results["candidate_recall"] = round(len(found) / max(1, len(gt_pairs)), 4)
     peers: dict[str, dict] = {}
-    if args.sscd is not None:
-        for name, rows in sscd_peer(args.sscd).items():
-            peers[name] = summarise([r for r in rows if r.query_id in qset], gt, holistic, hard)
+    sscd_rows = sscd_peer(args.sscd) if args.sscd is not None else {}
+    for name, rows in sscd_rows.items():
+        peers[name] = summarise([r for r in rows if r.query_id in qset], gt, holistic, hard)
     if args.phash:
         peers["pHash (exhaustive)"] = summarise([r for r in phash_peer(args.bench) if r.query_id in qset], gt,
                                                 holistic)
@@ -292,18 +294,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if groups:  # the same scoring with the ambiguous pairs (neither copies nor negatives) left out
         ambiguous = variant_pairs(manifest, groups)
-        keep = np.array([(q, r) not in ambiguous for q, r in zip(t["query_id"], t["reference_id"])], bool)
+        keep = outside_pairs(t["query_id"], t["reference_id"], ambiguous)
         aside: dict = {"groups": len(groups), "pairs": len(ambiguous), "table_rows": int((~keep).sum())}
-        for name, model in {"pipeline": fusion, **{n: m for n, m in fusions.items() if m is not fusion}}.items():
-            rows = top_rows(t["query_id"], t["reference_id"], model.predict(t["features"]), keep)
+        scored = {"pipeline": fused, **{n: m.predict(t["features"]) for n, m in fusions.items() if m is not fusion}}
+        for name, score in scored.items():
+            rows = top_rows(t["query_id"], t["reference_id"], score, keep)
             aside[name] = summarise(rows, gt, holistic, hard, DEFAULT_THRESHOLD)
             if name == "pipeline":
-                aside["by_family"] = {k: {"uap": round(v.micro_ap, 4), "recall_at_p90": round(v.recall_at_p90, 4)}
-                                      for k, v in evaluate_with_breakdowns(rows, gt, manifest)[1].items()}
-        if args.sscd is not None:
-            for name, rows in sscd_peer(args.sscd).items():
-                aside[name] = summarise([r for r in rows if r.query_id in qset
-                                         and (r.query_id, r.reference_id) not in ambiguous], gt, holistic, hard)
+                aside["by_family"] = _rounded(evaluate_with_breakdowns(rows, gt, manifest)[1])
+        for name, rows in sscd_rows.items():
+            aside[name] = summarise([r for r in rows if r.query_id in qset
+                                     and (r.query_id, r.reference_id) not in ambiguous], gt, holistic, hard)
         results["variant_pairs_set_aside"] = aside
     if args.naive_sift_queries:  # exhaustive per-pair SIFT is too slow for every query: a seeded subset, with the
         # pipeline scored on the same queries beside it

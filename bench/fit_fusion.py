@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_pipeline import hard_negatives, holistic_crops, summarise, top_rows
 from bench.pipeline_features import collect, load_table, open_or_build_index, save_table
-from matcher.benchmark.variants import load_variant_groups, variant_pairs
+from matcher.benchmark.variants import load_variant_groups, outside_pairs, variant_pairs
 from matcher.config import MatcherConfig
 from matcher.fusion.features import FEATURE_NAMES
 from matcher.fusion.load import Fusion, default_fusion_path
@@ -99,7 +99,7 @@ def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe
         n_variant = 0
         if variants is not None:
             ambiguous = variant_pairs(manifest, load_variant_groups(variants, str(manifest.get("photos", ""))))
-            keep = np.array([(q, r) not in ambiguous for q, r in zip(t["query_id"], t["reference_id"])], bool)
+            keep = outside_pairs(t["query_id"], t["reference_id"], ambiguous)
             n_variant = int((~keep).sum())
             if n_variant:
                 t = {k: (v[keep] if k != "feature_names" else v) for k, v in t.items()}

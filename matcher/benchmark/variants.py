@@ -20,7 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["corpus_key", "load_variant_groups", "variant_pairs"]
+import numpy as np
+
+__all__ = ["corpus_key", "load_variant_groups", "outside_pairs", "variant_pairs"]
 
 
 def corpus_key(photos: str | os.PathLike[str]) -> str:
@@ -72,3 +74,9 @@ def variant_pairs(manifest: Mapping[str, Any], groups: list[frozenset[str]]) -> 
         for k in {group_of[s] for s in shown if s in group_of}:
             out |= {(qid, rid) for rid, src in refs_by_group.get(k, ()) if src not in shown}
     return out
+
+
+def outside_pairs(query_ids: np.ndarray, reference_ids: np.ndarray, pairs: set[tuple[str, str]]) -> np.ndarray:
+    """(N,) bool: the rows of a candidate table (ids (N,)) whose (query, reference) pair is not in ``pairs``."""
+    return np.fromiter(((str(q), str(r)) not in pairs for q, r in zip(query_ids, reference_ids, strict=True)),
+                       bool, count=len(query_ids))

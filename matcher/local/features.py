@@ -163,12 +163,7 @@ INVERT_PERMUTATION: np.ndarray = _invert_permutation()  # (128,) intp
 def invert_sift_descriptors(desc: np.ndarray) -> np.ndarray:
     """Descriptors (N, 128) of the same keypoints in the intensity-inverted picture, by permuting bins. (N, 128)
     float32; norms unchanged. Keypoint positions and scales are those of ``desc``'s keypoints."""
-    desc = np.asarray(desc, np.float32)
-    if desc.ndim != 2 or desc.shape[1] != INVERT_PERMUTATION.size:
-        raise ValueError(
-            f"expected SIFT descriptors of shape (N, {INVERT_PERMUTATION.size}), got {desc.shape}"
-        )
-    return np.ascontiguousarray(desc[:, INVERT_PERMUTATION])
+    return _permute_bins(desc, INVERT_PERMUTATION)
 
 
 def mirror_sift_descriptors(desc: np.ndarray) -> np.ndarray:
@@ -177,12 +172,15 @@ def mirror_sift_descriptors(desc: np.ndarray) -> np.ndarray:
     Norms are unchanged (a permutation), so RootSIFT rows stay L2-normalised. The keypoint of the mirrored
     patch in a mirrored image of width W is at (W - 1 - x, y) with angle (180 - angle) mod 360.
     """
+    return _permute_bins(desc, MIRROR_PERMUTATION)
+
+
+def _permute_bins(desc: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """(N, D) float32 C-contiguous ``desc[:, perm]``; ValueError unless ``desc`` is (N, D = perm.size)."""
     desc = np.asarray(desc, np.float32)
-    if desc.ndim != 2 or desc.shape[1] != MIRROR_PERMUTATION.size:
-        raise ValueError(
-            f"expected SIFT descriptors of shape (N, {MIRROR_PERMUTATION.size}), got {desc.shape}"
-        )
-    return np.ascontiguousarray(desc[:, MIRROR_PERMUTATION])
+    if desc.ndim != 2 or desc.shape[1] != perm.size:
+        raise ValueError(f"expected SIFT descriptors of shape (N, {perm.size}), got {desc.shape}")
+    return np.ascontiguousarray(desc[:, perm])
 
 
 def with_mirrored(features: LocalFeatures) -> LocalFeatures:

@@ -20,6 +20,7 @@ from matcher.local.features import (
     MIRROR_PERMUTATION,
     LocalFeatureExtractor,
     invert_sift_descriptors,
+    with_mirrored,
 )
 from matcher.local.matching import (
     MatchBatch,
@@ -180,24 +181,18 @@ def _match(feats: LocalFeatures, bank: ReferenceBank, config: LocalConfig) -> On
 
 
 def _match_inverted(feats: LocalFeatures, bank: ReferenceBank, config: LocalConfig) -> OneToMany | None:
-    """Matches of the query region's strongest ``config.invert_max_keypoints`` descriptors read as those of its
-    negative (:data:`INVERT_PERMUTATION`), plain and (with ``config.mirror``) mirrored, against the bank (one
-    split GEMM when the mirror split applies); None when ``config.invert`` is off or the descriptors are not
-    128-d SIFT."""
+    """:func:`_match` of the query region's strongest ``config.invert_max_keypoints`` keypoints with their
+    descriptors read as those of its negative (:data:`INVERT_PERMUTATION`); None when ``config.invert`` is off or
+    the descriptors are not 128-d SIFT. The keypoints are a prefix of ``feats`` (extractors keep them strongest
+    first), so match indices stay valid for ``feats``."""
     d = feats.descriptors
     if (not config.invert or d.ndim != 2 or d.shape[1] != INVERT_PERMUTATION.size
             or bank.descriptors.shape[1] != d.shape[1]):
         return None
-    inv = invert_sift_descriptors(d[: max(1, int(config.invert_max_keypoints))])  # a prefix: indices stay valid
-    with blas_threads(config.blas_threads):
-        if config.mirror and config.mirror_split:
-            q_sym, q_anti = mirror_split(inv, MIRROR_PERMUTATION)
-            ref_sym, ref_anti = bank.mirror_split()
-            return match_one_to_many_split(q_sym, q_anti, ref_sym, ref_anti, bank.offsets, ratio=config.ratio,
-                                           mutual=config.mutual)
-        mirrored = np.ascontiguousarray(inv[:, MIRROR_PERMUTATION]) if config.mirror else None
-        return match_one_to_many(inv, bank.descriptors, bank.offsets, ratio=config.ratio, mutual=config.mutual,
-                                 mirrored=mirrored)
+    k = max(1, int(config.invert_max_keypoints))
+    negative = LocalFeatures(feats.keypoints[:k], feats.scales[:k], feats.orientations[:k],
+                             invert_sift_descriptors(d[:k]), feats.image_size)
+    return _match(with_mirrored(negative) if config.mirror else negative, bank, config)
 
 
 def verify_query(

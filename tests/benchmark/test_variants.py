@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from matcher.benchmark.variants import corpus_key, load_variant_groups, variant_pairs
+from matcher.benchmark.variants import corpus_key, load_variant_groups, outside_pairs, variant_pairs
 
 MANIFEST = {
     "references": {
@@ -28,6 +29,13 @@ def test_variant_pairs_from_sources_and_fillers():
     # so Q3 vs R2 stays a labelled pair (the builder never uses a reference's source as a filler) but Q3 vs R1 is a
     # variant pair
     assert pairs == {("Q1", "R2"), ("Q2", "R3"), ("Q3", "R1")}
+
+
+def test_outside_pairs_masks_table_rows():
+    q = np.array(["Q1", "Q1", "Q2", "Q4"])
+    r = np.array(["R1", "R2", "R3", "R3"])
+    np.testing.assert_array_equal(outside_pairs(q, r, variant_pairs(MANIFEST, GROUPS)), [True, False, False, True])
+    assert outside_pairs(q[:0], r[:0], {("Q1", "R2")}).shape == (0,)
 
 
 def test_no_groups_no_pairs():
