@@ -64,6 +64,11 @@ def evaluate_scores(t: dict[str, np.ndarray], score: np.ndarray, gt: list[Ground
     return summarise(top_rows(t["query_id"], t["reference_id"], score, mask), gt, holistic, HARD, THRESHOLD)
 
 
+def _rows(t: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """A candidate table with only the rows ``keep`` ((N,) bool); ``feature_names`` is per table, kept whole."""
+    return {k: (v[keep] if k != "feature_names" else v) for k, v in t.items()}
+
+
 def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe: Pipeline,
               max_queries: int | None = None, exclude_sources: frozenset[str] = frozenset(),
               variants: Path | None = None
@@ -93,7 +98,7 @@ def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe
         queries = {q: v for q, v in manifest["queries"].items() if v.get("source") not in exclude_sources}
         if len(queries) < len(manifest["queries"]):
             keep = np.isin(t["query_id"], sorted(queries))
-            t = {k: (v[keep] if k != "feature_names" else v) for k, v in t.items()}
+            t = _rows(t, keep)
             print(f"{bench.name}: left out {len(manifest['queries']) - len(queries)} queries made from "
                   "background-set photos")
         n_variant = 0
@@ -102,7 +107,7 @@ def load_pool(benches: list[Path], indexes: list[Path], tables: list[Path], pipe
             keep = outside_pairs(t["query_id"], t["reference_id"], ambiguous)
             n_variant = int((~keep).sum())
             if n_variant:
-                t = {k: (v[keep] if k != "feature_names" else v) for k, v in t.items()}
+                t = _rows(t, keep)
                 print(f"{bench.name}: left out {n_variant} pairs between variants of one picture")
         t["query_id"] = np.char.add(prefix, t["query_id"])
         t["reference_id"] = np.char.add(prefix, t["reference_id"])
