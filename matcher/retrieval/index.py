@@ -9,6 +9,10 @@ the descriptor norms (for the ASL gate) and metadata naming the descriptor model
 - Persistent: :meth:`save` writes ``index.faiss``, ``ids.json``, ``norms.npy`` and ``meta.json`` into a
   folder, each atomically; :meth:`load` reads them back and checks they agree.
 - Queries made with another model are refused (:class:`IndexModelMismatchError`).
+- Removable: :meth:`ReferenceIndex.remove` takes references out of every later search without rebuilding; the
+  faiss rows stay (row i is still reference ``ids[i]``, so the rows of the other stores keep agreeing) and searches
+  skip the removed rows through a faiss ID selector (:class:`RowExclusion`, shared with the crop index and the
+  keypoint voter). The removed rows are saved in ``meta.json``.
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ import numpy as np
 from matcher.config import DescriptorConfig
 from matcher.io.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 
-__all__ = ["IndexModelMismatchError", "ReferenceIndex", "ReferenceIndexError", "SearchResult", "build_faiss_index"]
+__all__ = ["IndexModelMismatchError", "ReferenceIndex", "ReferenceIndexError", "RowExclusion", "SearchResult",
+           "build_faiss_index"]
 
 _FORMAT = 1
 
@@ -73,6 +78,50 @@ def build_faiss_index(dim: int, kind: str, n_expected: int = 0, nlist: int = 0) 
     raise ReferenceIndexError(f"unknown index type {kind!r}; known: flat, ivfpq, auto")
 
 
+class RowExclusion:
+    """faiss rows left out of every search (removed references): a sorted int64 array and the faiss search
+    parameters that skip them (an ``IDSelectorNot`` over an ``IDSelectorBatch``; the selector objects are kept
+    alive here, as faiss holds only pointers to them)."""
+
+    def __init__(self, rows: np.ndarray | Sequence[int] = ()) -> None:
+        self.rows = np.unique(np.asarray(rows, np.int64).reshape(-1))
+        self._inner: Any = None
+        self._selector: Any = None
+        if len(self.rows):
+            self._inner = faiss.IDSelectorBatch(self.rows)
+            self._selector = faiss.IDSelectorNot(self._inner)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def params(self, index: faiss.Index) -> faiss.SearchParameters | None:
+        """Search parameters for ``index`` that skip the rows (None when there are none); an IVF index keeps its
+        ``nprobe``."""
+        if self._selector is None:
+            return None
+        if isinstance(index, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(sel=self._selector, nprobe=int(index.nprobe))
+        return faiss.SearchParameters(sel=self._selector)
+
+    def search(self, index: faiss.Index, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``index.search(x, k)`` without the excluded rows: (distances (M, k), rows (M, k) int64, -1 padded)."""
+        params = self.params(index)
+        if params is None:
+            return index.search(x, k)
+        return index.search(x, k, params=params)
+
+
+def _drop_rows(scores: np.ndarray, rows: np.ndarray, excluded: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Search results (M, K) with the ``excluded`` rows taken out, the rest moved left, cut to (M, k)."""
+    keep = (rows >= 0) & ~np.isin(rows, excluded)
+    out_s = np.full((rows.shape[0], k), -np.inf, np.float32)
+    out_r = np.full((rows.shape[0], k), -1, np.int64)
+    for i in range(rows.shape[0]):
+        s, r = scores[i][keep[i]][:k], rows[i][keep[i]][:k]
+        out_s[i, :len(s)], out_r[i, :len(r)] = s, r
+    return out_s, out_r
+
+
 def _gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
@@ -87,6 +136,10 @@ class ReferenceIndex:
         self.meta = meta
         self._row: dict[str, int] = {r: i for i, r in enumerate(ids)}
         self._gpu: faiss.Index | None = None
+        self.removed = RowExclusion(meta.pop("removed", ()))
+        for r in self.removed.rows:
+            if self._row.get(ids[int(r)]) == int(r):
+                del self._row[ids[int(r)]]
 
     @classmethod
     def create(cls, dim: int, model: str, model_hash: str | None, cfg: DescriptorConfig | None = None,
@@ -103,8 +156,41 @@ class ReferenceIndex:
                 "nprobe": cfg.nprobe}
         return cls(index, [], np.zeros(0, np.float32), meta)
 
+    @classmethod
+    def from_rows(cls, dim: int, model: str, model_hash: str | None, cfg: DescriptorConfig | None,
+                  ids: Sequence[str], descriptors: np.ndarray, removed: Sequence[int] = ()) -> ReferenceIndex:
+        """An index of rows ``ids`` / ``descriptors`` (N, D) with rows ``removed`` already removed (an id may
+        recur when all but its last row are removed: a reference removed, then added again)."""
+        gi = cls.create(dim, model, model_hash, cfg, n_expected=len(ids))
+        gone = {int(r) for r in removed}
+        start = 0
+        for r in sorted(gone) + [len(ids)]:  # add up to and including each removed row, then remove it
+            stop = min(r + 1, len(ids))
+            if stop > start:
+                gi.add(ids[start:stop], descriptors[start:stop])
+            if r < len(ids):
+                gi.remove([r])
+            start = stop
+        return gi
+
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def n_live(self) -> int:
+        """References that searches can return (rows minus removed ones)."""
+        return len(self.ids) - len(self.removed)
+
+    def remove(self, rows: Sequence[int]) -> None:
+        """Leave reference ``rows`` out of every later search (their ids may be added again, as new rows)."""
+        rows = [int(r) for r in rows]
+        bad = [r for r in rows if not 0 <= r < len(self.ids)]
+        if bad:
+            raise ReferenceIndexError(f"reference row {bad[0]} out of range (index holds {len(self.ids)} rows)")
+        self.removed = RowExclusion(np.concatenate([self.removed.rows, np.asarray(rows, np.int64)]))
+        for r in rows:
+            if self._row.get(self.ids[r]) == r:
+                del self._row[self.ids[r]]
 
     @property
     def dim(self) -> int:
@@ -162,11 +248,18 @@ class ReferenceIndex:
         if z.shape[0] and z.shape[1] != self.dim:
             raise ReferenceIndexError(f"queries have {z.shape[1]} dimensions, the index {self.dim}")
         k = max(1, int(k))
-        if len(self) == 0 or z.shape[0] == 0:
+        if self.n_live == 0 or z.shape[0] == 0:
             m = z.shape[0]
             return SearchResult(np.full((m, k), -np.inf, np.float32), np.full((m, k), -1, np.int64),
                                 np.zeros((m, k), np.float32))
-        scores, rows = self._searcher().search(z, min(k, len(self)))
+        searcher = self._searcher()
+        if searcher is self.index:
+            scores, rows = self.removed.search(searcher, z, min(k, len(self)))
+        else:  # a GPU copy takes no ID selector: fetch as many more as there are removed rows, then drop them
+            scores, rows = searcher.search(z, min(k + len(self.removed), len(self)))
+            if len(self.removed):
+                scores, rows = _drop_rows(scores, rows, self.removed.rows, k)
+        scores = np.where(rows >= 0, scores, -np.inf)
         if scores.shape[1] < k:
             pad = k - scores.shape[1]
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
@@ -192,7 +285,9 @@ class ReferenceIndex:
         atomic_write_text(d / "ids.json", json.dumps(self.ids))
         with atomic_write(d / "norms.npy", "wb") as fh:
             np.save(fh, self.norms, allow_pickle=False)
-        atomic_write_text(d / "meta.json", json.dumps({**self.meta, "count": len(self)}, indent=1, sort_keys=True))
+        atomic_write_text(d / "meta.json", json.dumps({**self.meta, "count": len(self),
+                                                       "removed": self.removed.rows.tolist()}, indent=1,
+                                                      sort_keys=True))
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> ReferenceIndex:
@@ -209,6 +304,9 @@ class ReferenceIndex:
         ids = json.loads((d / "ids.json").read_text())
         norms = np.load(d / "norms.npy", allow_pickle=False)
         count = meta.pop("count", None)
+        removed = meta.get("removed", [])
+        if not isinstance(removed, list) or any(not isinstance(r, int) or not 0 <= r < len(ids) for r in removed):
+            raise ReferenceIndexError(f"{d}: corrupt list of removed rows in meta.json")
         if not (index.ntotal == len(ids) == norms.shape[0] == count) or index.d != meta.get("dim"):
             raise ReferenceIndexError(f"{d}: inconsistent index files (faiss {index.ntotal} x {index.d}, {len(ids)} ids, "
                               f"{norms.shape[0]} norms, meta count {count}, dim {meta.get('dim')})")

@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 
 from matcher.local.types import LocalFeatures
+from matcher.retrieval.index import RowExclusion
 
 __all__ = ["VOTER_FORMAT", "KeypointVoter", "VoterFileError", "count_votes"]
 
@@ -62,6 +63,8 @@ class KeypointVoter:
         self.owner = np.repeat(np.arange(len(self.sizes), dtype=np.int64), self.sizes)
         self.trained_on = int(trained_on)
         self.exact_below, self.nprobe, self.seed = int(exact_below), int(nprobe), int(seed)
+        self.excluded_refs = np.zeros(0, np.int64)  # reference rows whose keypoints no longer vote (removed)
+        self._exclusion = RowExclusion()
         if isinstance(index, faiss.IndexIVF):
             index.nprobe = self.nprobe
 
@@ -129,6 +132,18 @@ class KeypointVoter:
         if len(d):
             self.index.add(d)
 
+    def exclude(self, rows: Sequence[int] | np.ndarray) -> None:
+        """Leave the keypoints of reference ``rows`` (< :attr:`n_refs`) out of every later vote: their vectors stay
+        in the faiss index and searches skip them with an ID selector (no rebuild); replaces the excluded set."""
+        rows = np.unique(np.asarray(rows, np.int64).reshape(-1))
+        rows = rows[rows < self.n_refs]
+        if np.array_equal(rows, self.excluded_refs):
+            return
+        starts = np.concatenate([[0], np.cumsum(self.sizes)])
+        kp = [np.arange(starts[r], starts[r + 1], dtype=np.int64) for r in rows]
+        self.excluded_refs = rows
+        self._exclusion = RowExclusion(np.concatenate(kp) if kp else np.zeros(0, np.int64))
+
     def outgrown(self, total: int) -> bool:
         """True when ``total`` vectors call for a new index: an exact one past ``exact_below``, or an IVF trained
         for a quarter of them or fewer (its lists would grow too long)."""
@@ -146,10 +161,11 @@ class KeypointVoter:
         if query.n == 0 or len(self) == 0 or top <= 0:
             return []
         n_refs = self.n_refs
-        votes = count_votes(self.owner, self.index.search(np.asarray(query.descriptors, np.float32), 1)[1][:, 0],
+        search = self._exclusion.search
+        votes = count_votes(self.owner, search(self.index, np.asarray(query.descriptors, np.float32), 1)[1][:, 0],
                             n_refs)
         if mirrored and query.mirrored is not None:
-            mv = count_votes(self.owner, self.index.search(np.asarray(query.mirrored, np.float32), 1)[1][:, 0],
+            mv = count_votes(self.owner, search(self.index, np.asarray(query.mirrored, np.float32), 1)[1][:, 0],
                              n_refs)
             votes = np.maximum(votes, mv)
         rows = np.flatnonzero(votes > min_votes)

@@ -5,6 +5,10 @@ The faiss index of global descriptors (``global/``) is used when it agrees with 
 from the stored descriptors (and saved when no other process is writing), so a crash never leaves a wrong index in
 use. The crop index is built in memory on first use. Local features come from the feature store through an
 in-memory LRU. The keypoint voter is read and kept up to date by :mod:`matcher.references.disk.voter`.
+
+Removed references (``icd index --remove``) keep their rows (a row is a faiss row in every index of the folder)
+but leave every search: the global index, the crop index and the keypoint voter skip them through faiss ID
+selectors (:class:`~matcher.retrieval.index.RowExclusion`), and their ids are free to be indexed again.
 """
 from __future__ import annotations
 
@@ -31,10 +35,11 @@ from matcher.references.disk.schema import (
     BackgroundRow,
     IndexStoreError,
     RefRow,
+    read_removed,
     read_thumbnails,
 )
 from matcher.references.features import FeatureCache, FeatureStore, FeatureStoreError
-from matcher.retrieval.index import ReferenceIndex, ReferenceIndexError
+from matcher.retrieval.index import ReferenceIndex, ReferenceIndexError, RowExclusion
 
 if TYPE_CHECKING:  # pragma: no cover
     import faiss
@@ -104,12 +109,18 @@ class IndexReader:
         with self._db_lock:
             refs = self._con.execute("SELECT row, id, sha256 FROM refs ORDER BY row").fetchall()
             bg = self._con.execute("SELECT row, id, sha256 FROM background ORDER BY row").fetchall()
+            removed = read_removed(self._con)
         for name, rows in (("refs", refs), ("background", bg)):
             if any(r[0] != i for i, r in enumerate(rows)):
                 raise IndexStoreError(f"{self.path / DB_NAME}: table {name} has non-contiguous rows (corrupt)")
-        self._ids: list[str] = [r[1] for r in refs]
+        if any(not 0 <= r < len(refs) for r in removed):
+            raise IndexStoreError(f"{self.path / DB_NAME}: table removed names rows the index lacks (corrupt)")
+        # removed rows keep the id they had in memory (the digests of saved voters cover it)
+        self._ids: list[str] = [removed.get(r[0], r[1]) for r in refs]
         self._shas: list[str] = [r[2] for r in refs]
-        self._row_by_id = {r: i for i, r in enumerate(self._ids)}
+        self._removed = RowExclusion(sorted(removed))
+        self._region_excluded: tuple[tuple[int, int], RowExclusion] | None = None  # (removed, crops) -> rows
+        self._row_by_id = {r: i for i, r in enumerate(self._ids) if i not in removed}
         self._row_by_sha: dict[str, int] = {}
         for i, s in enumerate(self._shas):
             self._row_by_sha.setdefault(s, i)
@@ -151,6 +162,15 @@ class IndexReader:
         if self._region is not None:
             self._region.add([(r.row, r.region_descriptor_array(dim)) for r in rows])
 
+    def _removed_refs(self, rows: dict[int, str]) -> None:
+        """Take newly removed reference rows (row -> id) into the in-memory state (the searches skip them)."""
+        for row, ref_id in rows.items():
+            if self._row_by_id.get(ref_id) == row:
+                del self._row_by_id[ref_id]
+        self._removed = RowExclusion(np.concatenate([self._removed.rows, np.fromiter(rows, np.int64)]))
+        assert self._global is not None
+        self._global.remove(list(rows))
+
     def _appended_background(self, rows: Sequence[BackgroundRow]) -> None:
         """Take newly committed background rows into the in-memory state."""
         for r in rows:
@@ -178,14 +198,19 @@ class IndexReader:
     def _load_global(self) -> ReferenceIndex:
         """The saved faiss index if it agrees with the refs table, else one rebuilt from the stored descriptors."""
         model, sha, dim = self._meta()
+        removed = self._removed.rows
         with contextlib.suppress(ReferenceIndexError, OSError, ValueError, RuntimeError, KeyError):
             gi = ReferenceIndex.load(self.path / GLOBAL_DIR)
             if gi.ids == self._ids and gi.meta.get("model") == model and gi.meta.get("model_hash") == sha \
-                    and gi.dim == dim:
-                self._global_dirty = False
+                    and gi.dim == dim and np.isin(gi.removed.rows, removed).all():
+                extra = np.setdiff1d(removed, gi.removed.rows)
+                self._global_dirty = len(extra) > 0
+                if len(extra):  # removed since it was saved (by a process that could not save it)
+                    gi.remove(extra.tolist())
+                    self._save_global_if_free(gi)
                 return gi
-        gi = ReferenceIndex.create(dim, model, sha, self.config.descriptor, n_expected=len(self._ids))
-        gi.add(self._ids, self.global_descriptors())
+        gi = ReferenceIndex.from_rows(dim, model, sha, self.config.descriptor, self._ids, self.global_descriptors(),
+                                      removed.tolist())
         self._global_dirty = True
         self._save_global_if_free(gi)
         return gi
@@ -206,9 +231,19 @@ class IndexReader:
 
     @property
     def info(self) -> dict[str, Any]:
-        """The stored index information (format, model, config, ...) plus current counts."""
-        return {**self._info, "count": len(self._ids), "background_count": len(self._bg_ids),
-                "path": str(self.path)}
+        """The stored index information (format, model, config, ...) plus current counts: ``count`` references
+        (removed ones not counted), ``removed_count``, ``rows`` (= len), ``background_count``."""
+        return {**self._info, "count": len(self._ids) - len(self._removed), "removed_count": len(self._removed),
+                "rows": len(self._ids), "background_count": len(self._bg_ids), "path": str(self.path)}
+
+    @property
+    def removed_rows(self) -> np.ndarray:
+        """Sorted int64 rows of the removed references (no search returns them)."""
+        return self._removed.rows
+
+    def live_ids(self) -> list[str]:
+        """Ids of the references that matching can return (not removed), in row order."""
+        return [self._ids[r] for r in sorted(self._row_by_id.values())]
 
     @property
     def global_index(self) -> ReferenceIndex:
@@ -217,6 +252,7 @@ class IndexReader:
         return self._global
 
     def __len__(self) -> int:
+        """Rows, removed ones included (rows are positions in the faiss indexes; see :attr:`info` for counts)."""
         return len(self._ids)
 
     def __contains__(self, ref_id: object) -> bool:
@@ -289,6 +325,13 @@ class IndexReader:
             self._region.add([(r, np.frombuffer(b, "<f2").reshape(-1, dim)) for r, b in blobs])
         return self._region
 
+    def _region_exclusion(self, reg: RegionIndex) -> RowExclusion:
+        """The crop-index rows of removed references (recomputed when references were removed or added)."""
+        key = (len(self._removed), len(reg.owner))
+        if self._region_excluded is None or self._region_excluded[0] != key:
+            self._region_excluded = (key, RowExclusion(np.flatnonzero(np.isin(reg.owner, self._removed.rows))))
+        return self._region_excluded[1]
+
     def search_regions(self, queries: np.ndarray, k: int, *, per_reference: bool = False,
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-``k`` reference crops by cosine for queries (M, D) float32 unnormalised.
@@ -310,7 +353,7 @@ class IndexReader:
         if m == 0 or reg.index.ntotal == 0:
             return out_rows, out_idx, out_cos
         kk = min(reg.index.ntotal, k * reg.most if per_reference else k)
-        cos, hits = reg.index.search(_unit_rows(q), kk)
+        cos, hits = self._region_exclusion(reg).search(reg.index, _unit_rows(q), kk)
         for i in range(m):
             seen: set[int] = set()
             j = 0
@@ -361,7 +404,9 @@ class IndexReader:
         built from the feature store chunk by chunk (never all features in memory at once). Saved back when it
         changed and no other process is writing. :class:`IndexStoreError` when the index holds no local
         features."""
-        return self._voter.get(seed=seed, nprobe=nprobe)
+        voter = self._voter.get(seed=seed, nprobe=nprobe)
+        voter.exclude(self._removed.rows)
+        return voter
 
     def voter_is_current(self, seed: int | None = None) -> bool:
         """True when the saved voter covers every reference (queries load it instead of updating it)."""

@@ -10,6 +10,9 @@ Tables::
     background  the background set for score normalisation: id, path, sha256, global descriptor (float32)
     thumbnails  per reference row, its grey thumbnail for the dense alignment check (zlib-compressed uint8);
                 indexes written before it existed lack the table or some rows (the check is then skipped)
+    removed     the reference rows removed from the index (``icd index --remove``): row, the id it had, when; the
+                ``refs`` row stays (rows are faiss rows) with its id replaced by a tombstone (:func:`tombstone`),
+                so that the id can be indexed again
 """
 from __future__ import annotations
 
@@ -47,9 +50,12 @@ __all__ = [
     "create_database",
     "insert_background",
     "insert_refs",
+    "mark_removed",
     "read_background",
     "read_ref",
+    "read_removed",
     "read_thumbnails",
+    "tombstone",
 ]
 
 FORMAT_NAME = "icd-matcher reference index"
@@ -73,7 +79,9 @@ CREATE TABLE background(row INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, path T
 CREATE INDEX background_sha256 ON background(sha256);
 CREATE TABLE thumbnails(row INTEGER PRIMARY KEY, width INTEGER NOT NULL, height INTEGER NOT NULL,
                         pixels BLOB NOT NULL);
+CREATE TABLE removed(row INTEGER PRIMARY KEY, id TEXT NOT NULL, removed REAL NOT NULL);
 """
+_REMOVED = "CREATE TABLE IF NOT EXISTS removed(row INTEGER PRIMARY KEY, id TEXT NOT NULL, removed REAL NOT NULL)"
 _THUMBNAILS = """CREATE TABLE IF NOT EXISTS thumbnails(row INTEGER PRIMARY KEY, width INTEGER NOT NULL,
                  height INTEGER NOT NULL, pixels BLOB NOT NULL)"""
 
@@ -269,6 +277,34 @@ def insert_refs(con: sqlite3.Connection, rows: Sequence[RefRow], thumbs: Sequenc
 def insert_background(con: sqlite3.Connection, rows: Sequence[BackgroundRow]) -> None:
     """Append background rows, one transaction."""
     _insert(con, [("background", _BACKGROUND_FIELDS, rows)])
+
+
+def tombstone(row: int) -> str:
+    """The id a removed reference row is stored under (a NUL-led name no file stem or accepted id can have)."""
+    return f"\x00removed:{int(row)}"
+
+
+def read_removed(con: sqlite3.Connection) -> dict[int, str]:
+    """Removed reference rows -> the ids they had (an index without the table: none)."""
+    has = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'removed'").fetchone()
+    if not has:
+        return {}
+    return {int(r): str(i) for r, i in con.execute("SELECT row, id FROM removed ORDER BY row")}
+
+
+def mark_removed(con: sqlite3.Connection, rows: dict[int, str], when: float) -> None:
+    """Record reference ``rows`` (row -> id) as removed and free their ids, ONE transaction."""
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute(_REMOVED)
+        con.executemany("INSERT INTO removed (row, id, removed) VALUES (?, ?, ?)",
+                        [(int(r), i, when) for r, i in rows.items()])
+        con.executemany("UPDATE refs SET id = ? WHERE row = ?", [(tombstone(r), int(r)) for r in rows])
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            con.execute("ROLLBACK")
+        raise
 
 
 def read_thumbnails(con: sqlite3.Connection, rows: Sequence[int]) -> dict[int, ThumbRow]:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from matcher.config import MatcherConfig
 from matcher.io.progress import Progress, ProgressBars
@@ -44,17 +44,16 @@ from matcher.references.disk.schema import (
     connect,
     create_database,
 )
-from matcher.references.disk.writer import IndexJobSummary, IndexWriter
+from matcher.references.disk.writer import IndexJobSummary, IndexWriter, RemoveSummary
 
 if TYPE_CHECKING:  # pragma: no cover
     import sqlite3
-    from typing import Any
 
     from matcher.descriptors.extractor import GlobalDescriptor
     from matcher.local.engine import LocalEngine
 
 __all__ = ["DB_NAME", "FORMAT_VERSION", "SKIPPED_NAME", "IndexJobSummary", "IndexMismatchError", "IndexStore",
-           "IndexStoreError"]
+           "IndexStoreError", "RemoveSummary"]
 
 
 class IndexStore(IndexReader):
@@ -153,6 +152,28 @@ class IndexStore(IndexReader):
             if bars is not None:
                 bars.close()
 
+    def add_images(self, items: Mapping[str, Any] | Sequence[tuple[str, Any]], *, progress: bool | Progress = False,
+                   background: bool = False, batch_size: int | None = None) -> IndexJobSummary:
+        """Index pictures given with their ids: ``{id: picture}`` or ``[(id, picture), ...]``, a picture being
+        encoded bytes, a numpy array, a PIL image or a path (:mod:`matcher.io.inputs`); as :meth:`add_references`
+        otherwise (an id indexed with the same content counts as ``already``, with other content it is skipped
+        as ``id_conflict``; undecodable pictures are skipped). Bad or repeated ids raise :class:`ValueError`."""
+        from matcher.io.inputs import memory_pictures
+
+        pictures = memory_pictures(items)
+        bars = ProgressBars() if progress is True else None
+        try:
+            return self._writer.add_pictures(pictures, progress=bars or (progress or None), background=background,
+                                             batch_size=batch_size)
+        finally:
+            if bars is not None:
+                bars.close()
+
+    def remove(self, ids: Sequence[str]) -> RemoveSummary:
+        """Remove references ``ids``; see :meth:`IndexWriter.remove <matcher.references.disk.writer.IndexWriter.
+        remove>` (no rebuild; a removed reference is never returned again; its id may be indexed again)."""
+        return self._writer.remove(ids)
+
     # ------------------------------------------------------------------------------------------- lifetime
     def close(self) -> None:
         """Close the database connection."""
@@ -166,4 +187,5 @@ class IndexStore(IndexReader):
         self.close()
 
     def __repr__(self) -> str:
-        return f"IndexStore({str(self.path)!r}, {len(self._ids)} references, {len(self._bg_ids)} background)"
+        return (f"IndexStore({str(self.path)!r}, {len(self._ids) - len(self._removed)} references, "
+                f"{len(self._bg_ids)} background)")

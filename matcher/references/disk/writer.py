@@ -20,12 +20,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from matcher.io.folders import SkippedFile, scan_folder
 from matcher.io.images import ImageLoadError, load_image
+from matcher.io.inputs import MemoryPicture
 from matcher.io.progress import Progress, no_progress
 from matcher.local.types import LocalFeatures
 from matcher.references.disk.compat import check_descriptor, check_signature
@@ -38,8 +39,10 @@ from matcher.references.disk.schema import (
     count_rows,
     insert_background,
     insert_refs,
+    mark_removed,
     read_background,
     read_ref,
+    read_removed,
     read_thumbnails,
 )
 from matcher.references.records import ReferenceRecord, describe_references
@@ -50,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matcher.local.engine import LocalEngine
     from matcher.references.disk.reader import IndexReader
 
-__all__ = ["IndexJobSummary", "IndexWriter", "writing"]
+__all__ = ["IndexJobSummary", "IndexWriter", "RemoveSummary", "writing"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -73,11 +76,24 @@ class IndexJobSummary:
 
 
 @dataclass
+class RemoveSummary:
+    """What one :meth:`IndexWriter.remove` call did: ids ``removed``, ids not in the index (``missing``)."""
+
+    removed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    total: int = 0  # references in the index after the job (removed ones not counted)
+
+    def __str__(self) -> str:
+        return (f"removed {len(self.removed)}, not in the index {len(self.missing)}; {self.total} references in "
+                "the index")
+
+
+@dataclass
 class _Pending:
     """One row to insert: a new picture (``record``) or a copy of stored content (``copy_of``)."""
 
     id: str
-    path: Path
+    path: str  # the file, or <memory:ID>
     sha256: str
     nbytes: int
     record: ReferenceRecord | None = None
@@ -100,7 +116,7 @@ def _read_file(path: Path) -> bytes:
         raise ImageLoadError(name, "unreadable", f"cannot read file ({e.strerror or e})") from e
 
 
-def _skip(path: Path, exc: ImageLoadError) -> SkippedFile:
+def _skip(path: str, exc: ImageLoadError) -> SkippedFile:
     return SkippedFile(str(path), exc.reason, f"cannot load '{path}': {exc.detail}")
 
 
@@ -120,7 +136,9 @@ def writing(reader: IndexReader) -> Iterator[None]:
         try:
             with reader._db_lock:
                 n, nb = count_rows(reader._con)
-            if n != len(reader._ids) or nb != len(reader._bg_ids):  # another process wrote since we opened
+                n_removed = len(read_removed(reader._con))
+            if n != len(reader._ids) or nb != len(reader._bg_ids) or n_removed != len(reader._removed):
+                # another process wrote since we opened
                 reader._load_state()
             else:  # features of a crashed writer's last batch may have landed since
                 reader._features = reader._open_features()
@@ -171,6 +189,31 @@ class IndexWriter:
         ("indexing" or "background", pictures done, pictures in the job), and ("voter", 0, 1) then
         ("voter", 1, 1) around an update of the keypoint voter.
         """
+        paths, passed_over = scan_folder(source) if isinstance(source, (str, os.PathLike)) else \
+            scan_folder([Path(s) for s in source])
+        items: list[tuple[str, Path | MemoryPicture]] = []
+        first: dict[str, Path] = {}
+        for p in paths:
+            if p.stem in first:
+                passed_over.append(SkippedFile(str(p), "duplicate_id", (
+                    f"skipped '{p}': id '{p.stem}' is also the id of '{first[p.stem]}' in this job (ids are "
+                    "file stems and must be unique)")))
+                continue
+            first[p.stem] = p
+            items.append((p.stem, p))
+        return self._run(items, passed_over, progress, background, batch_size)
+
+    def add_pictures(self, pictures: Sequence[MemoryPicture], *, progress: Progress | None = None,
+                     background: bool = False, batch_size: int | None = None) -> IndexJobSummary:
+        """Index pictures given in memory or by explicit path, each under its own id (checked, unique:
+        :func:`~matcher.io.inputs.memory_pictures`); otherwise as :meth:`add`. The content of encoded bytes is
+        the file's (adding a file's bytes under its indexed id counts as ``already``)."""
+        items = [(p.id, p.path if p.path is not None else p) for p in pictures]
+        return self._run(items, [], progress, background, batch_size)
+
+    def _run(self, items: list[tuple[str, Path | MemoryPicture]], passed_over: list[SkippedFile],
+             progress: Progress | None, background: bool, batch_size: int | None) -> IndexJobSummary:
+        """The indexing job over (id, file or in-memory picture) ``items``, batch by batch (see :meth:`add`)."""
         r = self.reader
         progress = progress or no_progress
         t_start = time.perf_counter()
@@ -181,19 +224,7 @@ class IndexWriter:
         bs = max(1, int(batch_size or r.config.index.batch_size))
         stage = "background" if background else "indexing"
         with writing(r):
-            paths, passed_over = scan_folder(source) if isinstance(source, (str, os.PathLike)) else \
-                scan_folder([Path(s) for s in source])
             summary.skipped.extend(passed_over)
-            items: list[tuple[str, Path]] = []
-            first: dict[str, Path] = {}
-            for p in paths:
-                if p.stem in first:
-                    summary.skipped.append(SkippedFile(str(p), "duplicate_id", (
-                        f"skipped '{p}': id '{p.stem}' is also the id of '{first[p.stem]}' in this job (ids are "
-                        "file stems and must be unique)")))
-                    continue
-                first[p.stem] = p
-                items.append((p.stem, p))
             progress(stage, 0, len(items))
             try:
                 for s in range(0, len(items), bs):
@@ -215,6 +246,33 @@ class IndexWriter:
         sec["total"] = time.perf_counter() - t_start
         return summary
 
+    def remove(self, ids: Sequence[str]) -> RemoveSummary:
+        """Remove references ``ids`` from the index, ONE transaction: no search returns them again (the faiss
+        indexes and the keypoint voter skip their rows; nothing is rebuilt) and their ids may be indexed again.
+        Ids not in the index are listed in ``missing``. The global index is saved at once."""
+        r = self.reader
+        summary = RemoveSummary()
+        with writing(r):
+            rows: dict[int, str] = {}
+            for ref_id in dict.fromkeys(str(i) for i in ids):
+                row = r._row_by_id.get(ref_id)
+                if row is None:
+                    summary.missing.append(ref_id)
+                else:
+                    rows[row] = ref_id
+            if rows:
+                with r._db_lock:
+                    mark_removed(r._con, rows, time.time())
+                r._removed_refs(rows)
+                t = time.perf_counter()
+                assert r._global is not None
+                r._global.save(r.path / GLOBAL_DIR)
+                r._global_dirty = False
+                _LOG.info("removed %d references in %.2fs", len(rows), time.perf_counter() - t)
+            summary.removed = list(rows.values())
+        summary.total = r.info["count"]
+        return summary
+
     def _stored_sha(self, ref_id: str, background: bool) -> str | None:
         r = self.reader
         if background:
@@ -222,7 +280,8 @@ class IndexWriter:
         row = r._row_by_id.get(ref_id)
         return None if row is None else r._shas[row]
 
-    def _add_batch(self, items: list[tuple[str, Path]], background: bool, summary: IndexJobSummary) -> None:
+    def _add_batch(self, items: list[tuple[str, Path | MemoryPicture]], background: bool,
+                   summary: IndexJobSummary) -> None:
         """Read, hash and decode one batch, then describe and commit it (one transaction)."""
         r = self.reader
         sec = summary.seconds
@@ -231,13 +290,17 @@ class IndexWriter:
         stored_row_by_sha = r._bg_row_by_sha if background else r._row_by_sha
         pending: list[_Pending] = []
         new_by_sha: dict[str, _Pending] = {}
-        for ref_id, path in items:
+        for ref_id, src in items:
+            path = str(src) if isinstance(src, Path) else src.label
             try:
-                data = _read_file(path)
+                if isinstance(src, Path):
+                    data: Any = _read_file(src)
+                    sha, nbytes = hashlib.sha256(data).hexdigest(), len(data)
+                else:
+                    sha, nbytes, data = src.content()
             except ImageLoadError as e:
                 summary.skipped.append(_skip(path, e))
                 continue
-            sha = hashlib.sha256(data).hexdigest()
             old = self._stored_sha(ref_id, background)
             if old is not None:
                 if old == sha:
@@ -247,7 +310,7 @@ class IndexWriter:
                         f"skipped '{path}': id '{ref_id}' is already indexed with other content (sha256 "
                         f"{old[:16]}..., this file {sha[:16]}...); rename the file or build a new index")))
                 continue
-            item = _Pending(ref_id, path, sha, len(data))
+            item = _Pending(ref_id, path, sha, nbytes)
             if sha in stored_row_by_sha:
                 item.copy_of = stored_row_by_sha[sha]
             elif sha not in new_by_sha:
@@ -360,9 +423,8 @@ class IndexWriter:
             "ivfpq" if len(r) > cfg.index_threshold else "flat")
         if want == "ivfpq" and r._global.meta.get("index_type") != "ivfpq" and len(r):
             model, sha, dim = r._meta()
-            gi = ReferenceIndex.create(dim, model, sha, dataclasses.replace(cfg, index_type="ivfpq"),
-                                       n_expected=len(r))
-            gi.add(r.ids, r.global_descriptors())
+            gi = ReferenceIndex.from_rows(dim, model, sha, dataclasses.replace(cfg, index_type="ivfpq"), r.ids,
+                                          r.global_descriptors(), r.removed_rows.tolist())
             r._global, r._global_dirty = gi, True
         if r._global_dirty:
             r._global.save(r.path / GLOBAL_DIR)
