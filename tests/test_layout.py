@@ -27,12 +27,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("matcher.pipeline",),
     ("matcher.isc",),
     ("matcher.report",),
+    ("matcher.dedup",),
     ("matcher.api",),
+    ("matcher.service",),
     ("matcher.benchmark", "matcher.training", "detectors.synth", "detectors.train", "detectors.offline"),
     ("matcher.cli",),
 ]
 INFERENCE_ENTRIES = ("matcher.api", "matcher.pipeline.pipeline", "matcher.pipeline.batch", "matcher.local.engine",
-                     "matcher.isc.track", "matcher.isc.exhaustive", "matcher.references.open")
+                     "matcher.isc.track", "matcher.isc.exhaustive", "matcher.references.open", "matcher.service.app")
 NOT_FOR_INFERENCE = ("matcher.benchmark", "matcher.training", "matcher.cli", "detectors.synth", "detectors.train",
                      "detectors.offline")
 
