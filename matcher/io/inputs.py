@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_ID_LENGTH", "MemoryPicture", "check_id", "is_in_memory", "memory_pictures"]
+from matcher.config import LoadConfig, MatcherConfig
+from matcher.io.folders import ImageSet, SkippedFile, read_images
+from matcher.io.images import ImageLoadError, load_image
+
+__all__ = ["MAX_ID_LENGTH", "MemoryPicture", "PictureSet", "check_id", "is_in_memory", "memory_pictures",
+           "read_pictures"]
 
 MAX_ID_LENGTH = 512
 
@@ -114,3 +119,50 @@ def memory_pictures(source: Mapping[str, Any] | Sequence[tuple[str, Any]]) -> li
         seen.add(image_id)
         out.append(MemoryPicture(image_id, data))
     return out
+
+
+@dataclass
+class PictureSet:
+    """In-memory pictures to load one at a time, like :class:`~matcher.io.folders.ImageSet`: ``skipped`` grows as
+    pictures fail to decode."""
+
+    pictures: list[MemoryPicture]
+    skipped: list[SkippedFile] = field(default_factory=list)
+    config: LoadConfig = field(default_factory=LoadConfig)
+
+    def __len__(self) -> int:
+        return len(self.pictures)
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.id for p in self.pictures]
+
+    def iter_loaded(self) -> Iterator[tuple[str, Path | None, np.ndarray]]:
+        """Yield (id, path or None, RGB uint8 (H, W, 3)); a picture that cannot be decoded goes to ``skipped``
+        (named by its path or ``<memory:ID>``) and the rest carry on."""
+        for p in self.pictures:
+            src = p.path if p.path is not None else p.data
+            try:
+                image = load_image(src, config=self.config)
+            except ImageLoadError as e:
+                self.skipped.append(SkippedFile(p.label, e.reason, f"cannot load '{p.label}': {e.detail}"))
+                continue
+            yield p.id, p.path, image
+
+
+def read_pictures(source: Any, *, config: LoadConfig | MatcherConfig | None = None) -> ImageSet | PictureSet:
+    """The pictures of ``source`` to load lazily: an in-memory source (:func:`is_in_memory`) as a
+    :class:`PictureSet`; a folder, a list of files/folders or one file path as an
+    :class:`~matcher.io.folders.ImageSet` (ids = file stems)."""
+    if isinstance(config, MatcherConfig):
+        config = config.load
+    if is_in_memory(source):
+        return PictureSet(memory_pictures(source), config=config or LoadConfig())
+    if isinstance(source, (str, os.PathLike)):
+        src: Any = [Path(source)] if Path(source).is_file() else source
+    elif isinstance(source, Iterable):
+        src = [Path(s) for s in source]
+    else:
+        raise TypeError(f"pictures: expected a folder, a file, a list of paths, {{id: picture}} or [(id, picture)], "
+                        f"got {type(source).__name__}")
+    return read_images(src, config=config)

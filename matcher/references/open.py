@@ -8,10 +8,11 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from matcher.config import MatcherConfig
 from matcher.io.folders import SkippedFile
+from matcher.io.inputs import is_in_memory
 from matcher.io.progress import Progress
 from matcher.references.disk.store import IndexStore
 
@@ -25,12 +26,13 @@ PathLike = str | os.PathLike[str]
 
 
 @contextlib.contextmanager
-def open_references(*, references: PathLike | Sequence[PathLike] | None = None, index: PathLike | None = None,
+def open_references(*, references: PathLike | Sequence[PathLike] | Any = None, index: PathLike | None = None,
                     config: MatcherConfig | None = None, descriptor: GlobalDescriptor | None = None,
                     engine: LocalEngine | None = None, progress: bool | Progress = False) -> Iterator[tuple[IndexStore, list[SkippedFile]]]:
     """Yield (store, reference files skipped while indexing).
 
-    ``references`` (a folder, or a list of files/folders): indexed into ``index`` when given (created, or resumed
+    ``references`` (a folder, a list of files/folders, or pictures in memory with ids: ``{id: picture}`` or
+    ``[(id, picture)]``, :mod:`matcher.io.inputs`): indexed into ``index`` when given (created, or resumed
     when it exists), else into a temporary folder removed on exit; ``descriptor`` and ``engine`` (the caller's
     loaded models, loaded here when None) describe them. Without ``references``, ``index`` must hold an index: opened with ``config`` (None: the
     configuration stored with the index). The store is closed on exit.
@@ -46,7 +48,10 @@ def open_references(*, references: PathLike | Sequence[PathLike] | None = None, 
                 index = tmp
             store = IndexStore.open(index, config, create=True, descriptor=descriptor, engine=engine)
             try:
-                skipped.extend(store.add_references(references, progress=progress).skipped)
+                if is_in_memory(references):
+                    skipped.extend(store.add_images(references, progress=progress).skipped)
+                else:
+                    skipped.extend(store.add_references(references, progress=progress).skipped)
             except BaseException:
                 store.close()
                 raise
