@@ -7,9 +7,12 @@ clearly labelled.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
+
+from matcher.cli.common import add_model_arguments
 
 __all__ = ["DEMO_SIZES", "EXIT_INACTIVE", "add_demo_arguments", "run_demo"]
 
@@ -18,6 +21,7 @@ EXIT_INACTIVE = 4  # --check-components: a learned component is switched off or 
 # Small enough for a couple of minutes on 2 CPU cores.
 DEMO_SIZES = {"n_references": 8, "n_queries": 24, "copy_fraction": 0.5, "n_distractors": 0, "n_background": 2,
               "n_holistic": 2, "n_same_scene": 1}
+_LOG = logging.getLogger(__name__)
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +31,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check-components", action="store_true",
                    help=f"exit with status {EXIT_INACTIVE} unless descriptor, detector, fusion and normalisation "
                         "are all active (an install check)")
+    add_model_arguments(p)
 
 
 def _baseline_rows(bench: Path, top_k: int):
@@ -51,6 +56,7 @@ def _baseline_rows(bench: Path, top_k: int):
 def run_demo(args: argparse.Namespace) -> int:
     from matcher.benchmark.builder import build_benchmark
     from matcher.benchmark.demo_photos import export_demo_photos
+    from matcher.cli.common import ConfigError, config_from_args, show_progress
     from matcher.isc.exhaustive import run_exhaustive_match
     from matcher.isc.metrics import evaluate_with_breakdowns, format_metrics_table, load_manifest
     from matcher.isc.plots import plot_pr_curve
@@ -58,7 +64,12 @@ def run_demo(args: argparse.Namespace) -> int:
     from matcher.isc.track import run_pipeline_match
     from matcher.pipeline.pipeline import Pipeline
 
-    progress = not args.no_progress
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    progress = show_progress(args)
     tmp = None
     if args.out:
         out = Path(args.out)
@@ -69,11 +80,11 @@ def run_demo(args: argparse.Namespace) -> int:
         photos = out / "photos"
         export_demo_photos(photos)
         bench = out / "benchmark"
-        print(f"building a small benchmark from {len(list(photos.iterdir()))} scikit-image photos in {bench}")
-        print(build_benchmark(photos, bench, seed=args.seed, progress=progress, **DEMO_SIZES))
+        _LOG.info("building a small benchmark from %d scikit-image photos in %s", len(list(photos.iterdir())), bench)
+        _LOG.info("%s", build_benchmark(photos, bench, seed=args.seed, progress=progress, **DEMO_SIZES))
 
-        print("\nrunning the pipeline: index the references, then candidates -> verification -> fused score")
-        pipeline = Pipeline()
+        _LOG.info("running the pipeline: index the references, then candidates -> verification -> fused score")
+        pipeline = Pipeline(config)
         components = pipeline.components()
         print("components:")
         for name, state in components.items():
@@ -82,7 +93,7 @@ def run_demo(args: argparse.Namespace) -> int:
         sub = out / "submission.csv"
         summary = run_pipeline_match(bench / "queries", sub, references=bench / "references",
                                      index_dir=out / "index", pipeline=pipeline, progress=progress)
-        print(summary)
+        _LOG.info("%s", summary)
 
         gt = read_ground_truth(bench / "ground_truth.csv")
         manifest = load_manifest(bench / "manifest.json")
@@ -92,7 +103,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(format_metrics_table(overall, by_family))
         print("\nfor comparison, the local engine alone (exhaustive: every query against every reference)")
         local_sub = out / "submission_local.csv"
-        print(run_exhaustive_match(bench / "queries", bench / "references", local_sub, progress=progress))
+        _LOG.info("%s", run_exhaustive_match(bench / "queries", bench / "references", local_sub, config=config,
+                                             progress=progress))
         local = evaluate_with_breakdowns(read_predictions(local_sub), gt)[0]
         print(format_metrics_table(local))
         base = evaluate_with_breakdowns(_baseline_rows(bench, 10), gt)[0]
@@ -102,15 +114,15 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"\nmicro-AP {overall.micro_ap:.4f}  recall@P90 {overall.recall_at_p90:.4f}  "
               f"(local engine alone {local.micro_ap:.4f}; baseline micro-AP {base.micro_ap:.4f})")
         if args.out:
-            print(f"outputs in {out} (submission.csv, submission_local.csv, skipped.csv, pr_curve.png, index/, "
-                  "benchmark/); review them with `icd report`")
+            _LOG.info("outputs in %s (submission.csv, submission_local.csv, their .skipped.csv lists, pr_curve.png, "
+                      "index/, benchmark/); review them with `icd report`", out)
     finally:
         if tmp is not None:
             tmp.cleanup()
     if overall.micro_ap != overall.micro_ap:  # nan -> failure
         return 1
     if inactive:
-        print(f"inactive components: {', '.join(inactive)}", file=sys.stderr)
+        _LOG.warning("inactive components: %s", ", ".join(inactive))
         if args.check_components:
             return EXIT_INACTIVE
     return 0

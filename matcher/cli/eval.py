@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -26,6 +27,8 @@ from matcher.isc.metrics import (
 from matcher.isc.submission import MAX_ROWS, SubmissionFormatError, read_ground_truth, read_predictions
 
 __all__ = ["add_eval_arguments", "run_eval", "run_eval_from_args"]
+
+_LOG = logging.getLogger(__name__)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +86,7 @@ def run_eval(
     else:
         print(format_metrics_table(overall, by_family or None, by_kind=by_kind or None, flagged=flagged), end="")
     if plot is not None:
-        print(f"wrote {os.fspath(plot)}", file=sys.stderr)
+        _LOG.info("wrote %s", os.fspath(plot))
     return 0
 
 

@@ -39,13 +39,24 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+def _add_verbosity(p: argparse.ArgumentParser, default: object) -> None:
+    """``-v`` / ``-q``, accepted before and after the subcommand (the subcommand's copies default to SUPPRESS so
+    that they do not reset what was given before it)."""
+    p.add_argument("-v", "--verbose", action="count", default=default,
+                   help="more messages on stderr (debug level)")
+    p.add_argument("-q", "--quiet", action="count", default=default,
+                   help="only warnings and errors on stderr, no progress bars")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only`` set, just that subcommand's module is imported and its arguments added."""
     parser = argparse.ArgumentParser(prog="icd", description="icd-matcher: image copy detection")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    _add_verbosity(parser, 0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, module, add, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_verbosity(p, argparse.SUPPRESS)
         if only is None or only == name:
             mod = importlib.import_module(module)
             getattr(mod, add)(p)
@@ -58,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = next((a for a in args_list if not a.startswith("-")), None)
     parser = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(args_list)
+    args.verbosity = args.verbose - args.quiet
+    from matcher.cli.common import configure_logging
+
+    configure_logging(args.verbosity)
     if args.version:
         from matcher import __version__
 

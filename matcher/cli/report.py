@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+
+from matcher.cli.common import add_model_arguments
 
 __all__ = ["EXIT_PROBLEMS", "add_report_arguments", "run_report"]
 
 EXIT_PROBLEMS = 3  # the report was written but some images could not be shown (listed on stderr)
+_LOG = logging.getLogger(__name__)
 
 
 def _positive_int(text: str) -> int:
@@ -31,23 +35,26 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                    help="verdict threshold: score >= T is a copy (default 0.5)")
     p.add_argument("--output", required=True, help="HTML file to write (self-contained)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_arguments(p)  # the pairs are drawn from a local verification run with this configuration
 
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the report. Returns 0; 3 when some images could not be shown (listed on stderr); 2 on bad input
     (the message, naming the file and line, on stderr)."""
+    from matcher.cli.common import config_from_args, show_progress
     from matcher.io.folders import DuplicateIdError
     from matcher.isc.submission import SubmissionFormatError
     from matcher.report.html import build_report
 
     try:
+        config = config_from_args(args)
         summary = build_report(args.submission, args.queries, args.references, args.output,
                                ground_truth=args.ground_truth, top=args.top, max_queries=args.max_queries,
-                               threshold=args.threshold, progress=not args.no_progress)
+                               threshold=args.threshold, config=config, progress=show_progress(args))
     except (SubmissionFormatError, DuplicateIdError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for problem in summary.problems:
-        print(f"image problem: {problem.message}", file=sys.stderr)
+        _LOG.warning("image problem: %s", problem.message)
     print(summary)
     return EXIT_PROBLEMS if summary.problems else 0

@@ -7,11 +7,15 @@ verification, detector agreement, ASL norm ratio, fused calibrated score with it
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import math
 import sys
 
+from matcher.cli.common import add_model_arguments
+
 __all__ = ["add_score_arguments", "run_score"]
+
+_LOG = logging.getLogger(__name__)
 
 
 def add_score_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +26,7 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="decision threshold (default: the fusion model's documented 0.5)")
     p.add_argument("--local-only", action="store_true", help="local verification only (no fusion, no descriptors)")
+    add_model_arguments(p)
 
 
 def _print_local(ev) -> None:
@@ -44,11 +49,15 @@ def _print_local(ev) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from matcher.config import MatcherConfig
+    from matcher.cli.common import ConfigError, config_from_args, print_json
     from matcher.io.images import ImageLoadError, load_image
     from matcher.local.evidence import PairEvidence
 
-    config = MatcherConfig() if args.threshold is None else MatcherConfig.make(threshold=args.threshold)
+    try:
+        config = config_from_args(args, overrides=None if args.threshold is None else {"threshold": args.threshold})
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         q_img, r_img = load_image(args.query, config=config.load), load_image(args.reference, config=config.load)
     except ImageLoadError as exc:
@@ -79,7 +88,7 @@ def run_score(args: argparse.Namespace) -> int:
                  f"{g.reference_crop or '-'} {g.to_local:.3f}, ASL log norm ratio {g.log_norm_ratio:+.3f}\n"
                  "decided by: " + ", ".join(f"{k} {v:+.2f}" for k, v in list(m.contributions.items())[:5]))
     if args.json:
-        print(json.dumps({"query": args.query, "reference": args.reference, **payload}, indent=2))
+        print_json({"query": args.query, "reference": args.reference, **payload})
     else:
         print(f"score {score:.4f} (threshold {thr}): {'COPY' if is_copy else 'not a copy'}")
         _print_local(ev)
@@ -91,6 +100,5 @@ def run_score(args: argparse.Namespace) -> int:
         caption = (f"score {score:.3f}  inliers {ev.n_inliers}  {ev.containment}"
                    + ("  mirrored" if ev.mirrored else "") + ("  inverted" if ev.inverted else ""))
         save_png(draw_pair(q_img, r_img, ev, caption=caption), args.show)
-        if not args.json:
-            print(f"wrote {args.show}")
+        _LOG.info("wrote %s", args.show)
     return 0

@@ -3,7 +3,8 @@
 ``run_pipeline_match`` opens the references (:func:`~matcher.references.open.open_references`: an index, or a
 folder indexed into ``index_dir`` or a temporary folder), matches the query folder chunk by chunk
 (:func:`~matcher.pipeline.batch.match_queries`: load, bad files skipped and reported, describe, candidates,
-verification, fusion; one progress bar per stage) and writes the submission and its skipped-files list.
+verification, fusion; one progress bar per stage) and writes the rows (ISC CSV, or JSON lines / Parquet with the
+evidence of every pair: :mod:`matcher.isc.formats`) and its skipped-files list ``OUT.skipped.csv``.
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matcher.config import MatcherConfig
 from matcher.io.folders import read_images
 from matcher.io.progress import ProgressBars
 from matcher.isc.exhaustive import MatchSummary
-from matcher.isc.submission import PredictedMatch
+from matcher.isc.formats import pair_row, resolve_format
 from matcher.pipeline.batch import match_queries
 from matcher.pipeline.pipeline import PairMatch, Pipeline
 from matcher.pipeline.timer import StageTimer
@@ -37,23 +39,28 @@ class PipelineSummary(MatchSummary):
         qps = self.n_queries / max(self.seconds.get("queries_total", 0.0), 1e-9)
         return (f"matched {self.n_queries} queries against {self.n_references} references ({self.n_candidates} "
                 f"candidate pairs verified, {qps:.2f} queries/s): {self.n_rows} rows -> {self.output}; "
-                f"{self.n_copies} pairs above the threshold; skipped {len(self.skipped)} file(s); time: {t}")
+                f"{self.n_copies} pairs above the threshold; skipped {len(self.skipped)} file(s)"
+                f"{self._skipped_note()}; time: {t}")
 
 
 def run_pipeline_match(queries: str | Path, output: str | Path, *, references: str | Path | None = None,
                        index_dir: str | Path | None = None, config: MatcherConfig | None = None,
                        pipeline: Pipeline | None = None, progress: bool = True, chunk: int = 64,
-                       on_query: Callable[[list[PairMatch]], None] | None = None) -> PipelineSummary:
+                       on_query: Callable[[list[PairMatch]], None] | None = None, output_format: str | None = None,
+                       min_score: float | None = None) -> PipelineSummary:
     """Match the images under ``queries`` against ``references`` (a folder, indexed on the fly, into ``index_dir``
-    when given) or against an existing index at ``index_dir``; write ``output`` (ISC CSV, at most
-    ``config.top_k`` rows per query, ``config.max_rows`` in total) and ``skipped.csv`` beside it.
+    when given) or against an existing index at ``index_dir``; write ``output`` (at most ``config.top_k`` rows per
+    query, ``config.max_rows`` in total, none scoring below ``min_score``) in ``output_format`` (csv: the ISC
+    submission; jsonl / parquet: every pair's evidence; None: from the suffix, else csv) and ``OUT.skipped.csv``
+    beside it.
 
     ``on_query`` receives every query's scored candidates (all of them, best first), e.g. for benchmarks.
     """
     if references is None and index_dir is None:
         raise ValueError("give references (a folder) or index_dir (an index built by `icd index`)")
     output = Path(output)
-    summary = PipelineSummary(output=str(output))
+    fmt = resolve_format(output, output_format)  # before any work: a bad format or a missing pyarrow fails fast
+    summary = PipelineSummary(output=str(output), format=fmt, min_score=min_score)
     t_start = time.perf_counter()
     pipe = pipeline
     if references is not None:
@@ -72,7 +79,7 @@ def run_pipeline_match(queries: str | Path, output: str | Path, *, references: s
         t_q = time.perf_counter()
         timer = StageTimer()
         qset = read_images(queries, config=cfg.load)
-        rows: list[PredictedMatch] = []
+        rows: list[dict[str, Any]] = []
         bars = ProgressBars(enabled=progress)
         described = 0
 
@@ -88,7 +95,7 @@ def run_pipeline_match(queries: str | Path, output: str | Path, *, references: s
                 if on_query is not None:
                     on_query(matches)
                 for m in matches[: cfg.top_k]:
-                    rows.append(PredictedMatch(m.query_id, m.reference_id, float(m.score)))
+                    rows.append(pair_row(m, evidence=fmt != "csv"))
                     summary.n_copies += int(m.is_copy)
                 summary.n_queries += 1
                 bars("match", summary.n_queries, len(qset))

@@ -13,7 +13,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "micro-AP" in out and "baseline (NOT the engine)" in out
-    for name in ("submission.csv", "skipped.csv", "pr_curve.png", "benchmark/manifest.json"):
+    for name in ("submission.csv", "submission.csv.skipped.csv", "submission_local.csv.skipped.csv", "pr_curve.png",
+                 "benchmark/manifest.json"):
         assert (tmp_path / name).exists(), name
     m = evaluate(read_predictions(tmp_path / "submission.csv"),
                  read_ground_truth(tmp_path / "benchmark" / "ground_truth.csv"))

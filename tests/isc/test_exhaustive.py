@@ -48,7 +48,7 @@ def test_exhaustive_match_writes_submission_and_skipped(folders, tmp_path):
     assert best["q_crop_astronaut"].reference_id == "astronaut"
     assert best["q_flip_rocket"].reference_id == "rocket"
     assert all(r.score <= 0.5 for r in rows if r.query_id in ("q_negative_moon", "ünïcødé_名前"))
-    with open(tmp_path / "skipped.csv", newline="", encoding="utf-8") as fh:
+    with open(tmp_path / "sub.csv.skipped.csv", newline="", encoding="utf-8") as fh:
         skipped = {row["path"].rsplit("/", 1)[-1]: row["reason"] for row in csv.DictReader(fh)}
     assert set(skipped) == {"broken.jpg", "empty.png", "tiny.png", "notes.txt", "corrupt_ref.png"}
     assert skipped["tiny.png"] == "too_small" and skipped["empty.png"] == "empty"

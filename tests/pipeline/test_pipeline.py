@@ -250,7 +250,7 @@ def test_bad_input_folder_runs_to_completion(folders, index_dir, tmp_path, capsy
     assert code == 3, captured.err
     matched = {r.query_id for r in read_predictions(out)}
     assert set(good_ids) <= matched, set(good_ids) - matched
-    with open(tmp_path / "skipped.csv", newline="", encoding="utf-8") as fh:
+    with open(tmp_path / "sub.csv.skipped.csv", newline="", encoding="utf-8") as fh:
         skipped = {row["path"].rsplit("/", 1)[-1]: row["reason"] for row in csv.DictReader(fh)}
     assert set(skipped) >= {"empty.jpg", "text.jpg", "notes.txt", "truncated.jpg", "tiny.png"}, skipped
     assert all(skipped.values())
