@@ -4,7 +4,7 @@
     m = Matcher.from_pretrained()
     result = m.score("query.jpg", "reference.jpg")      # PairMatch: .score, .is_copy, .evidence, .contributions
     m.index("references/", "refs.icdindex")              # build or resume an on-disk index
-    rows = m.match("queries/", index="refs.icdindex")    # MatchRows: list of dicts, .to_csv(), .to_pandas()
+    rows = m.match("queries/", index="refs.icdindex")    # MatchRows: list of dicts, .to_csv(), .to_jsonl(), ...
 
 No side effects beyond the files you name: nothing is downloaded, and the host process is left as it was (its
 environment, ``PIL.Image.open``, ultralytics' settings file: the detector runs without importing ultralytics).
@@ -21,18 +21,17 @@ import numpy as np
 from matcher.config import MatcherConfig
 from matcher.io.folders import SkippedFile, read_images
 from matcher.io.images import load_image
+from matcher.isc.formats import COLUMNS, pair_row, select_rows, write_rows
 from matcher.pipeline.pipeline import PairMatch, Pipeline
 
 __all__ = ["MatchRows", "Matcher"]
 
-_COLUMNS = ("query_id", "reference_id", "score", "is_copy", "n_inliers", "containment", "mirrored", "query_region",
-            "global_full", "log_norm_ratio")
-
 
 class MatchRows(list):
-    """Rows of :meth:`Matcher.match` (a list of dicts with :data:`columns`), plus ``skipped`` input files."""
+    """Rows of :meth:`Matcher.match` (a list of dicts with :data:`columns`, the evidence of each pair as described in
+    :mod:`matcher.isc.formats`), plus ``skipped`` input files."""
 
-    columns = _COLUMNS
+    columns = COLUMNS
 
     def __init__(self, rows: Iterable[dict[str, Any]] = (), skipped: list[SkippedFile] | None = None) -> None:
         super().__init__(rows)
@@ -45,23 +44,17 @@ class MatchRows(list):
         return pd.DataFrame(list(self), columns=list(self.columns))
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
-        """Write as an ISC submission (query_id,reference_id,score), best first."""
-        from matcher.isc.submission import PredictedMatch, write_predictions
+        """Write as an ISC submission (query_id,reference_id,score), best first, atomically."""
+        write_rows(path, self, "csv")
 
-        write_predictions(path, [PredictedMatch(r["query_id"], r["reference_id"], r["score"]) for r in self])
+    def to_jsonl(self, path: str | os.PathLike[str]) -> None:
+        """Write every row with its evidence as JSON lines (one object per pair, in this order), atomically."""
+        write_rows(path, self, "jsonl")
 
-
-def _row(m: PairMatch) -> dict[str, Any]:
-    ev = m.evidence
-    return {
-        "query_id": m.query_id, "reference_id": m.reference_id, "score": m.score, "is_copy": m.is_copy,
-        "n_inliers": ev.n_inliers if ev is not None else 0,
-        "containment": ev.containment if ev is not None else "none",
-        "mirrored": bool(ev.mirrored) if ev is not None else False,
-        "inverted": bool(ev.inverted) if ev is not None else False,
-        "query_region": m.global_evidence.region, "global_full": m.global_evidence.full,
-        "log_norm_ratio": m.global_evidence.log_norm_ratio,
-    }
+    def to_parquet(self, path: str | os.PathLike[str]) -> None:
+        """Write every row with its evidence as Parquet (needs pyarrow: ``pip install 'icd-matcher[parquet]'``),
+        atomically."""
+        write_rows(path, self, "parquet")
 
 
 class Matcher:
@@ -106,11 +99,12 @@ class Matcher:
 
     def match(self, queries: Any, *, index: str | os.PathLike[str] | None = None,
               references: str | os.PathLike[str] | None = None, top_k: int | None = None,
-              progress: bool = False) -> MatchRows:
+              min_score: float | None = None, progress: bool = False) -> MatchRows:
         """Match queries (a folder, a list of files, or one image path) against ``index`` (a folder made by
         :meth:`index`) or ``references`` (a folder, indexed for this call into a temporary folder: the same path
-        as ``icd match --references``). Returns the best ``top_k`` (default ``config.top_k``) rows per query, best
-        first; unreadable query and reference files are listed in ``.skipped``."""
+        as ``icd match --references``). Returns the best ``top_k`` (default ``config.top_k``) rows per query scoring at
+        least ``min_score`` (None: all of them), best first; unreadable query and reference files are listed in
+        ``.skipped``."""
         from matcher.pipeline.batch import match_queries
         from matcher.references.open import open_references
 
@@ -129,9 +123,9 @@ class Matcher:
         with opened as (store, skipped):
             items = ((qid, img) for qid, _p, img in qset.iter_loaded())
             for matches in match_queries(p, store, items):
-                out.extend(_row(m) for m in matches[:k])
+                out.extend(pair_row(m) for m in matches[:k])
         out.skipped = skipped + list(qset.skipped)
-        out.sort(key=lambda r: (-r["score"], r["query_id"], r["reference_id"]))
+        out[:] = select_rows(sorted(out, key=lambda r: (r["query_id"], r["reference_id"])), min_score=min_score)
         return out
 
     def dedup(self, source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,

@@ -49,8 +49,18 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_JSON_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+
+
 def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    """A config field's type in JSON words ("a number or null", "a list of strings")."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if origin is tuple:
+        item = _type_name(typing.get_args(hint)[0]).removeprefix("a ").removeprefix("an ")
+        return f"a list of {item}s"
+    return _JSON_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _fits(value: Any, hint: Any) -> bool:

@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
+import logging
 import sys
 from pathlib import Path
+
+from matcher.cli.common import add_model_arguments
 
 __all__ = ["add_index_arguments", "run_index"]
 
 EXIT_SKIPPED = 3  # the job completed but some input files were skipped (listed in skipped.csv)
 EXIT_ERROR = 2
-_SHOWN_SKIPS = 20  # skipped files printed to stderr (all of them are in skipped.csv)
+_SHOWN_SKIPS = 20  # skipped files logged on stderr (all of them are in skipped.csv)
+_LOG = logging.getLogger(__name__)
 
 
 def add_index_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,14 +27,15 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
                    help="also index these pictures as the background set (score normalisation)")
     p.add_argument("--batch-size", type=int, metavar="N",
                    help="pictures described and committed together (default: config index.batch_size)")
-    p.add_argument("--config", metavar="JSON",
-                   help="JSON file of MatcherConfig overrides (nested, e.g. {\"pipeline\": {\"reference_regions\": "
-                        "[\"grid2\"]}}); an existing index refuses settings that change what it stores")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON summary on stdout (added, already indexed, skipped files with reasons, "
+                        "seconds per stage, paths) instead of the summary lines")
+    add_model_arguments(p)  # --device, --config (an existing index refuses settings that change what it stores)
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from matcher.config import MatcherConfig
+    from matcher.cli.common import config_from_args, print_json, show_progress
     from matcher.io.folders import DuplicateIdError, write_skipped_csv
     from matcher.references.disk.store import DB_NAME, SKIPPED_NAME, IndexStore, IndexStoreError
     from matcher.references.features import FeatureStoreError
@@ -48,21 +53,23 @@ def run_index(args: argparse.Namespace) -> int:
     exists = (folder / DB_NAME).is_file()
     if args.add and not exists:
         return fail(f"--add needs an existing index, but {folder} holds none; run without --add to create one")
+    progress = show_progress(args)
     try:
         config = None
-        if args.config:
-            try:
-                config = MatcherConfig.make(**json.loads(Path(args.config).read_text(encoding="utf-8")))
-            except (OSError, ValueError, TypeError) as exc:
-                return fail(f"{args.config}: unusable config file ({exc})")
+        if args.config or args.device:  # laid onto the settings an existing index was built with
+            base = None
+            if exists:
+                with IndexStore.open(folder) as stored:
+                    base = stored.config.to_dict()
+            config = config_from_args(args, base)
         store = IndexStore.open(folder, config, create=not args.add)
         with store:
             summaries = []
             if args.references is not None:
-                summaries.append(store.add_references(args.references, progress=not args.no_progress,
+                summaries.append(store.add_references(args.references, progress=progress,
                                                       batch_size=args.batch_size))
             if args.background is not None:
-                summaries.append(store.add_references(args.background, progress=not args.no_progress,
+                summaries.append(store.add_references(args.background, progress=progress,
                                                       background=True, batch_size=args.batch_size))
     except (IndexStoreError, ReferenceIndexError, FeatureStoreError, DuplicateIdError, FileNotFoundError,
             NotADirectoryError, ValueError) as exc:
@@ -70,11 +77,16 @@ def run_index(args: argparse.Namespace) -> int:
     skipped = [s for summary in summaries for s in summary.skipped]
     write_skipped_csv(skipped, folder / SKIPPED_NAME)
     for s in skipped[:_SHOWN_SKIPS]:
-        print(f"skipped {s.path}: {s.message}", file=sys.stderr)
+        _LOG.warning("skipped %s: %s", s.path, s.message)
     if len(skipped) > _SHOWN_SKIPS:
-        print(f"... and {len(skipped) - _SHOWN_SKIPS} more", file=sys.stderr)
-    for summary in summaries:
-        print(summary)
+        _LOG.warning("... and %d more", len(skipped) - _SHOWN_SKIPS)
     if skipped:
-        print(f"skipped files are listed in {folder / SKIPPED_NAME}", file=sys.stderr)
+        _LOG.warning("skipped files are listed in %s", folder / SKIPPED_NAME)
+    if args.json:
+        print_json({"command": "index", "index": str(folder), "skipped_output": str(folder / SKIPPED_NAME),
+                    "jobs": [dataclasses.asdict(summary) for summary in summaries],
+                    "skipped": [dataclasses.asdict(s) for s in skipped]})
+    else:
+        for summary in summaries:
+            print(summary)
     return EXIT_SKIPPED if skipped else 0

@@ -118,6 +118,10 @@ def _global_struct(g: Any) -> dict[str, Any]:
             "sources": [str(s) for s in d["sources"]]}
 
 
+def _ordered(row: dict[str, Any]) -> dict[str, Any]:
+    return {c: row[c] for c in COLUMNS}
+
+
 def pair_row(m: PairMatch, *, evidence: bool = True) -> dict[str, Any]:
     """The row of one pipeline pair; only the submission columns when ``evidence`` is False (all a csv needs)."""
     if not evidence:
@@ -125,11 +129,11 @@ def pair_row(m: PairMatch, *, evidence: bool = True) -> dict[str, Any]:
     g = m.global_evidence
     top = [(k, v) for k, v in m.contributions.items() if k != "bias"]
     top.sort(key=lambda kv: -abs(kv[1]))
-    return {"query_id": m.query_id, "reference_id": m.reference_id, "score": _num(m.score),
-            "is_copy": bool(m.is_copy), "threshold": float(m.threshold), **_evidence_columns(m.evidence),
-            "query_region": g.region, "global_full": _num(g.full), "log_norm_ratio": _num(g.log_norm_ratio),
-            "global": _global_struct(g),
-            "contributions": [{"feature": k, "value": float(v)} for k, v in top[:TOP_CONTRIBUTIONS]]}
+    return _ordered({"query_id": m.query_id, "reference_id": m.reference_id, "score": _num(m.score),
+                     "is_copy": bool(m.is_copy), "threshold": float(m.threshold), **_evidence_columns(m.evidence),
+                     "query_region": g.region, "global_full": _num(g.full), "log_norm_ratio": _num(g.log_norm_ratio),
+                     "global": _global_struct(g),
+                     "contributions": [{"feature": k, "value": float(v)} for k, v in top[:TOP_CONTRIBUTIONS]]})
 
 
 def local_row(query_id: str, pair: ScoredPair, threshold: float, *, evidence: bool = True) -> dict[str, Any]:
@@ -137,10 +141,10 @@ def local_row(query_id: str, pair: ScoredPair, threshold: float, *, evidence: bo
     if not evidence:
         return {"query_id": query_id, "reference_id": pair.reference_id, "score": _num(pair.score)}
     ev = pair.evidence
-    return {"query_id": query_id, "reference_id": pair.reference_id, "score": _num(pair.score),
-            "is_copy": bool(pair.score >= threshold), "threshold": float(threshold), **_evidence_columns(ev),
-            "query_region": ev.query_region if ev is not None else None, "global_full": None,
-            "log_norm_ratio": None, "global": None, "contributions": []}
+    return _ordered({"query_id": query_id, "reference_id": pair.reference_id, "score": _num(pair.score),
+                     "is_copy": bool(pair.score >= threshold), "threshold": float(threshold), **_evidence_columns(ev),
+                     "query_region": ev.query_region if ev is not None else None, "global_full": None,
+                     "log_norm_ratio": None, "global": None, "contributions": []})
 
 
 def select_rows(rows: Iterable[dict[str, Any]], *, min_score: float | None = None,
