@@ -25,6 +25,7 @@ __all__ = ["DEVICES", "ConfigError", "add_model_arguments", "config_from_args", 
 
 DEVICES = ("auto", "cpu", "cuda")
 LOGGERS = ("matcher", "detectors")  # the project's loggers; other libraries' loggers are left as they are
+_LOG = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -146,10 +147,12 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
                                   "use --device cpu or auto")
         merged = _merge(merged, {"device": device, "detector": {"device": device}})
     try:
-        return MatcherConfig.make(**merged)
+        config = MatcherConfig.make(**merged)
     except (TypeError, ValueError) as exc:
         where = f"{path}: " if path else ""
         raise ConfigError(f"{where}unusable configuration ({exc})") from None
+    _LOG.debug("configuration: %s", config.to_json())
+    return config
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -186,8 +189,7 @@ def configure_logging(verbosity: int = 0) -> None:
         handler = _StderrHandler()
         handler.setFormatter(_Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = False
+        logger.setLevel(level)  # records still propagate: a host's (or pytest's) root handlers see them too
 
 
 def show_progress(args: argparse.Namespace) -> bool:

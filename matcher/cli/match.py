@@ -122,6 +122,9 @@ def run_match(args: argparse.Namespace) -> int:
         return 2
     for s in summary.skipped:
         _LOG.warning("skipped %s: %s", s.path, s.message)
+    if summary.skipped:
+        _LOG.warning("skipped files are listed in %s", summary.skipped_output)
+    _LOG.info("wrote %d rows to %s (%s)", summary.n_rows, summary.output, summary.format)
     if args.json:
         print_json({"command": "match", "mode": "exhaustive" if args.exhaustive else "pipeline",
                     **summary.to_dict()})

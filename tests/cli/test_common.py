@@ -119,3 +119,13 @@ def test_logging_levels(capsys):
         assert capsys.readouterr().err == "once\n"
     finally:
         configure_logging(0)
+
+
+def test_verbose_shows_the_configuration(tmp_path, capsys):
+    q = tmp_path / "q.png"
+    q.write_bytes(b"")
+    assert main(["score", str(q), str(q), "--local-only", "-v", "--device", "cpu"]) == 2  # unreadable picture
+    err = capsys.readouterr().err
+    assert "configuration: {" in err and '"device": "cpu"' in err
+    assert main(["score", str(q), str(q), "--local-only", "--device", "cpu"]) == 2
+    assert "configuration:" not in capsys.readouterr().err

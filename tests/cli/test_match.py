@@ -166,6 +166,7 @@ def test_exhaustive_jsonl_has_the_local_evidence(folders, tmp_path, capsys):
     assert "warning: skipped " in captured.err and "broken.jpg" in captured.err
     rows = _jsonl(out)
     assert len(rows) == doc["n_rows"] > 0
+    assert f"wrote {len(rows)} rows to {out} (jsonl)" in captured.err  # INFO shows by default
     best = rows[0]
     assert (best["query_id"], best["reference_id"]) in {("q_astronaut", "astronaut"), ("q_rocket_flip", "rocket")}
     assert best["n_inliers"] > 20 and best["global"] is None and best["contributions"] == []
