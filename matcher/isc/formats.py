@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matcher.local.engine import ScoredPair
     from matcher.local.evidence import PairEvidence
     from matcher.pipeline.pipeline import PairMatch
+    from matcher.retrieval.candidates import GlobalEvidence
 
 __all__ = ["COLUMNS", "FORMATS", "SKIPPED_SUFFIX", "TOP_CONTRIBUTIONS", "OutputFormatError", "local_row", "pair_row",
            "resolve_format", "select_rows", "skipped_path", "write_rows"]
@@ -111,11 +112,11 @@ def _evidence_columns(ev: PairEvidence | None) -> dict[str, Any]:
             "reason": ev.reason}
 
 
-def _global_struct(g: Any) -> dict[str, Any]:
-    d = g.to_dict()
-    return {"full": d["full"], "cosine": d["cosine"], "regions": d["regions"], "region": d["region"],
-            "to_local": d["to_local"], "reference_crop": d["reference_crop"], "log_norm_ratio": d["log_norm_ratio"],
-            "sources": [str(s) for s in d["sources"]]}
+def _global_struct(g: GlobalEvidence) -> dict[str, Any]:
+    """The global-descriptor evidence of a pair (unrounded; see :class:`~matcher.retrieval.candidates.GlobalEvidence`)."""
+    return {"full": _num(g.full), "cosine": _num(g.cosine), "regions": _num(g.regions), "region": g.region,
+            "to_local": _num(g.to_local), "reference_crop": g.reference_crop,
+            "log_norm_ratio": _num(g.log_norm_ratio), "sources": [str(s) for s in g.sources]}
 
 
 def _ordered(row: dict[str, Any]) -> dict[str, Any]:
