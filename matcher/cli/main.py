@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                        "matcher.cli.make_benchmark", "add_make_benchmark_arguments", "run_make_benchmark"),
     "score": ("score one query/reference pair and explain the decision",
               "matcher.cli.score", "add_score_arguments", "run_score"),
-    "match": ("match a folder of queries against a folder of references (ISC CSV out)",
+    "match": ("match a folder of queries against references or an index (ISC CSV, JSON lines or Parquet out)",
               "matcher.cli.match", "add_match_arguments", "run_match"),
     "index": ("build, resume or extend the on-disk reference index (global, region and local features)",
               "matcher.cli.index", "add_index_arguments", "run_index"),
