@@ -133,22 +133,23 @@ def create_app(index_dir: str | os.PathLike[str] | None = None, *, token: str | 
     here, once. ``token``: when set (non-empty), every route but ``/health``, ``/docs`` and ``/openapi.json``
     needs ``Authorization: Bearer <token>``. ``max_upload_bytes``: largest accepted image file. ``config``:
     None uses the index's stored configuration. ``inference_slots``: model inferences run at once."""
-    if core is None:
-        if index_dir is None:
-            raise ValueError("give index_dir (a folder made by `icd index`) or core")
-        core = ServiceCore.open(index_dir, config, inference_slots=inference_slots)
     token = token or None
     max_upload_bytes = int(max_upload_bytes)
     if max_upload_bytes < 1:
         raise ValueError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
+    if core is None:
+        if index_dir is None:
+            raise ValueError("give index_dir (a folder made by `icd index`) or core")
+        core = ServiceCore.open(index_dir, config, inference_slots=inference_slots)
+
     def authorised(credentials: HTTPAuthorizationCredentials | None) -> bool:
         return token is None or (credentials is not None and hmac.compare_digest(
             credentials.credentials.encode("utf-8"), token.encode("utf-8")))
 
     async def require_token(credentials: Credentials) -> None:
         if not authorised(credentials):
-            raise ServiceError(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)"
-                               if credentials is None or token is None else "wrong bearer token")
+            raise ServiceError(401, "unauthorized", "wrong bearer token" if credentials is not None else
+                               "missing bearer token (send the header Authorization: Bearer <token>)")
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
