@@ -128,15 +128,14 @@ class Matcher:
         out[:] = select_rows(sorted(out, key=lambda r: (r["query_id"], r["reference_id"])), min_score=min_score)
         return out
 
-    def dedup(self, source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
-              threshold: float | None = None, top_k: int | None = None, index: str | os.PathLike[str] | None = None,
-              progress: bool = False) -> Any:
-        """Groups of copies within one collection (a folder or a list of files; ids = file stems): every picture
-        is matched against the others, pairs scoring at least ``threshold`` (default: the decision threshold)
-        are grouped, each group with its likely original. ``index``: a folder to keep (and reuse) the
-        collection's index in. Returns a :class:`~matcher.dedup.result.DedupResult` (``.groups``, ``.pairs``,
-        ``.skipped``, ``.to_json(path)``, ``.to_html(path)``)."""
+    def dedup(self, source: Any, *, threshold: float | None = None, top_k: int | None = None,
+              index: str | os.PathLike[str] | None = None, progress: bool = False) -> Any:
+        """Groups of copies within one collection (a folder or a list of files, ids = file stems; or pictures in
+        memory with ids, as :meth:`index` takes them): every picture is matched against the others, pairs scoring
+        at least ``threshold`` (default: the decision threshold) are grouped, each group with its likely
+        original. ``index``: a folder to keep (and reuse) the collection's index in. Returns a
+        :class:`~matcher.dedup.result.DedupResult` (``.groups``, ``.pairs``, ``.skipped``, ``.to_json(path)``,
+        ``.to_html(path)``)."""
         from matcher.dedup.result import dedup
 
-        src = source if isinstance(source, (str, os.PathLike)) else [Path(p) for p in source]
-        return dedup(self.pipeline, src, threshold=threshold, top_k=top_k, index=index, progress=progress)
+        return dedup(self.pipeline, source, threshold=threshold, top_k=top_k, index=index, progress=progress)

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
               "matcher.cli.index", "add_index_arguments", "run_index"),
     "report": ("write a self-contained HTML page to review a submission (drawn pairs, verdicts, PR curve)",
                "matcher.cli.report", "add_report_arguments", "run_report"),
+    "dedup": ("group the copies within one collection of pictures (JSON and HTML out)",
+              "matcher.cli.dedup", "add_dedup_arguments", "run_dedup"),
     "serve": ("serve one index over HTTP: /match, /score, /references add and remove, /health, /stats",
               "matcher.cli.serve", "add_serve_arguments", "run_serve"),
     "train-descriptor": ("train the ASL global descriptor on a folder of photos",

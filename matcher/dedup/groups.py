@@ -1,11 +1,13 @@
 """Groups of copies: connected components of the pairs at or above the threshold, each with its likely original.
 
 The original is the member the others are crops or edits of, read from the asymmetric evidence of each pair
-(:func:`source_of`), then the largest picture (pixel area), then the smallest id. Each pair inside a group
+(:func:`source_of`: which direction scores as a copy, which frame holds the other and whether it was pasted
+there), then the largest picture (pixel area), then the smallest id. Each pair inside a group
 votes: +1 for its source, -1 for its copy; the member with the highest total wins.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,8 @@ __all__ = ["Group", "UnionFind", "choose_original", "connected_components", "gro
 
 INSIDE = ("query_in_reference",)  # the query shows a part of the reference: the reference is the fuller picture
 AROUND = ("reference_in_query",)  # the reference lies inside the query
+SEAM_PASTED = 2.5  # seam ratio from which a picture inside another was pasted in (bench/RESULTS.md, seam check:
+# holistic pictures around a crop 90th percentile 2.0, pasted copies 10th percentile 3.4)
 
 
 class UnionFind:
@@ -68,15 +72,27 @@ def connected_components(edges: Iterable[tuple[str, str]], items: Iterable[str] 
     return uf.sets()
 
 
+def _held(pair: Pair) -> int:
+    """+1 when the local evidence says a's frame lies inside b's, -1 for the reverse, 0 when neither."""
+    held = 0
+    if pair.ab is not None:
+        held += (pair.ab.containment in INSIDE) - (pair.ab.containment in AROUND)
+    if pair.ba is not None:
+        held += (pair.ba.containment in AROUND) - (pair.ba.containment in INSIDE)
+    return (held > 0) - (held < 0)
+
+
 def source_of(pair: Pair, threshold: float) -> str | None:
     """Which picture of ``pair`` the other is a crop or edit of, or None when the evidence does not say.
 
     1. The score is asymmetric: when only one direction is a copy (q against r at or above ``threshold``, r
-       against q below), r is the source: a crop scores high against its whole picture, the whole picture low
+       against q below), r is the source. A crop scores high against its whole picture, the whole picture low
        against its crop (no seam around the crop: not a paste).
-    2. When both directions are copies, the containment of the local evidence: the picture whose frame holds the
-       other's (q "query_in_reference" against r, or r "reference_in_query" against q) is the fuller one.
-    Equal extents (a recoloured, resized or compressed copy) and exact duplicates give None."""
+    2. When both directions are copies and one picture's frame holds the other's, the seam decides: a seam
+       along the held picture's border in the holding one (:data:`SEAM_PASTED`) means it was pasted in, framed or
+       overlaid, so the held picture is the source; no seam means the held one is a crop of the fuller picture.
+    3. Same extents (a recoloured, blurred, compressed or resized copy): no direction (None); so are exact
+       duplicates. :func:`choose_original` then prefers the larger picture."""
     if pair.exact:
         return None
     a_copy = pair.ab is not None and pair.ab.score >= threshold  # a is a copy of b
@@ -85,12 +101,13 @@ def source_of(pair: Pair, threshold: float) -> str | None:
         return pair.b if a_copy else pair.a
     if not a_copy:
         return None
-    votes = 0  # > 0: b is the fuller picture
-    if pair.ab is not None:
-        votes += (pair.ab.containment in INSIDE) - (pair.ab.containment in AROUND)
-    if pair.ba is not None:
-        votes += (pair.ba.containment in AROUND) - (pair.ba.containment in INSIDE)
-    return pair.b if votes > 0 else pair.a if votes < 0 else None
+    held = _held(pair)
+    if not held:
+        return None
+    inner, outer = (pair.a, pair.b) if held > 0 else (pair.b, pair.a)
+    around = pair.ba if held > 0 else pair.ab  # the holding picture matched against the held one
+    pasted = around is not None and math.isfinite(around.frame_seam) and around.frame_seam >= SEAM_PASTED
+    return inner if pasted else outer
 
 
 def choose_original(members: Sequence[str], pairs: Iterable[Pair], pictures: Mapping[str, Picture],

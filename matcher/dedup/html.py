@@ -8,6 +8,7 @@ import html
 import io
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -55,12 +56,13 @@ def thumbnail_uri(rgb: np.ndarray, height: int = THUMB_HEIGHT) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure(pid: str, pic: Picture | None, is_original: bool, votes: int, load: LoadConfig) -> str:
+def _figure(pid: str, pic: Picture | None, is_original: bool, votes: int, load: LoadConfig, image: Any) -> str:
     if pic is None:
         body, size = '<div class="placeholder">no file</div>', ""
     else:
         try:
-            body = f'<img src="{thumbnail_uri(load_image(pic.path, config=load))}" alt="{_esc(pid)}">'
+            src = pic.path if image is None else image
+            body = f'<img src="{thumbnail_uri(load_image(src, config=load))}" alt="{_esc(pid)}">'
         except ImageLoadError as exc:
             body = f'<div class="placeholder">&#9888; {_esc(exc.detail)}</div>'
         size = f"{pic.width}&times;{pic.height} px"
@@ -86,8 +88,10 @@ def _pairs_table(group: Group, threshold: float) -> str:
 
 def render_page(groups: Sequence[Group], pictures: Mapping[str, Picture], threshold: float, *,
                 skipped: Sequence[SkippedFile] = (), n_pictures: int | None = None, title: str = "icd dedup",
-                max_groups: int | None = None, load: LoadConfig | None = None) -> str:
-    """The page as a string; at most ``max_groups`` groups are drawn (all when None)."""
+                max_groups: int | None = None, load: LoadConfig | None = None,
+                images: Mapping[str, Any] | None = None) -> str:
+    """The page as a string; at most ``max_groups`` groups are drawn (all when None). ``images``: id -> the
+    picture itself (bytes, array, PIL image) for pictures that were given in memory, not as files."""
     load = load or LoadConfig()
     shown = list(groups if max_groups is None else groups[:max_groups])
     n = len(pictures) if n_pictures is None else n_pictures
@@ -101,7 +105,8 @@ def render_page(groups: Sequence[Group], pictures: Mapping[str, Picture], thresh
              "votes: +1 per pair naming it the source, -1 per pair naming it the copy), then the largest.</p></div>")
     sections = []
     for i, g in enumerate(shown):
-        figs = "".join(_figure(m, pictures.get(m), m == g.original, g.votes.get(m, 0), load) for m in g.members)
+        figs = "".join(_figure(m, pictures.get(m), m == g.original, g.votes.get(m, 0), load, (images or {}).get(m))
+                       for m in g.members)
         sections.append(f'<section class="card" id="g{i}"><h2>group {i + 1}: {len(g.members)} pictures, original '
                         f'{_esc(g.original)}</h2><div class="members">{figs}</div>'
                         f"<details><summary>{len(g.pairs)} pairs</summary>{_pairs_table(g, threshold)}</details>"

@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from matcher.io.folders import SkippedFile, read_images
+from matcher.io.folders import ImageSet, SkippedFile
+from matcher.io.inputs import PictureSet, is_in_memory, read_pictures
 from matcher.io.progress import ProgressBars
 from matcher.pipeline.batch import match_queries
 from matcher.pipeline.pipeline import PairMatch, Pipeline
@@ -51,25 +52,30 @@ class Direction:
 
     ``containment`` is the local evidence's (``query_in_reference``: the query shows a part of the reference;
     ``reference_in_query``; ``same_extent``; ``partial``; ``none``); ``log_norm_ratio``: log of the query's ASL
-    descriptor norm minus the reference's (> 0: the query holds more content)."""
+    descriptor norm minus the reference's (> 0: the query holds more content); ``frame_seam``: the seam strength
+    along the reference's frame inside the query (:mod:`matcher.local.seam`: about 1 = the content runs on, well
+    above 1 = a pasted border; nan when not measured)."""
 
     score: float
     containment: str = "none"
     log_norm_ratio: float = 0.0
     n_inliers: int = 0
+    frame_seam: float = math.nan
 
     @classmethod
     def from_match(cls, m: PairMatch) -> Direction:
         """The direction a :class:`PairMatch` measured."""
         ev = m.evidence
         ok = ev is not None and ev.verified
+        seam = ev.frame_seam if ok and ev.frame_seam is not None else math.nan
         return cls(float(m.score) if not math.isnan(m.score) else 0.0, ev.containment if ok else "none",
-                   float(m.global_evidence.log_norm_ratio), int(ev.n_inliers) if ok else 0)
+                   float(m.global_evidence.log_norm_ratio), int(ev.n_inliers) if ok else 0, float(seam))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able."""
         return {"score": round(self.score, 6), "containment": self.containment,
-                "log_norm_ratio": round(self.log_norm_ratio, 6), "n_inliers": self.n_inliers}
+                "log_norm_ratio": round(self.log_norm_ratio, 6), "n_inliers": self.n_inliers,
+                "frame_seam": round(self.frame_seam, 4) if math.isfinite(self.frame_seam) else None}
 
 
 @dataclass
@@ -104,12 +110,14 @@ class Pair:
 
 @dataclass
 class PairCollection:
-    """Every pair found in a collection (any score), its pictures, the files skipped and the time per stage (s)."""
+    """Every pair found in a collection (any score), its pictures (``path``: the file, or ``<memory:ID>``), the
+    files skipped, the time per stage (s), and the pictures that were given in memory (for drawing them)."""
 
     pairs: list[Pair]
     pictures: dict[str, Picture]
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    images: dict[str, Any] = field(default_factory=dict)  # id -> picture, for the pictures given in memory
 
 
 def merge_matches(matches: Iterable[tuple[str, str, Direction]], allowed: set[str] | None = None) -> list[Pair]:
@@ -168,19 +176,33 @@ def _unique(skipped: Iterable[SkippedFile]) -> list[SkippedFile]:
     return out
 
 
-def collect_pairs(pipeline: Pipeline, source: PathLike | Sequence[PathLike], *, index: PathLike | None = None,
-                  top_k: int | None = None, progress: bool = False, chunk: int = 64) -> PairCollection:
-    """Index ``source`` (a folder, or a list of files/folders; ids = file stems) into ``index`` (a folder, created
-    or resumed; a temporary one when None), match each of its pictures against that index, and return every pair
-    found among the ``top_k`` (default ``config.top_k``) best matches of each picture, merged (see the module
-    docstring). Unreadable files are skipped and listed; raises :class:`~matcher.io.folders.DuplicateIdError` when
-    two files share a stem (before any work)."""
+def _labels(qset: ImageSet | PictureSet) -> dict[str, str]:
+    """id -> how skipped lists name the picture: its path, or ``<memory:ID>`` for a picture given in memory."""
+    if isinstance(qset, PictureSet):
+        return {p.id: p.label for p in qset.pictures}
+    return {i: os.fspath(p) for i, p in zip(qset.ids, qset.paths)}
+
+
+def collect_pairs(pipeline: Pipeline, source: Any, *, index: PathLike | None = None, top_k: int | None = None,
+                  progress: bool = False, chunk: int = 64) -> PairCollection:
+    """Index ``source`` into ``index`` (a folder, created or resumed; a temporary one when None), match each of its
+    pictures against that index, and return every pair found among the ``top_k`` (default ``config.top_k``) best
+    matches of each picture, merged (see the module docstring).
+
+    ``source``: a folder or a list of files/folders (ids = file stems), or pictures in memory with ids
+    (``{id: picture}`` or ``[(id, picture), ...]``, :mod:`matcher.io.inputs`). Unreadable pictures are skipped
+    and listed; two files with one stem raise :class:`~matcher.io.folders.DuplicateIdError` (before any work)."""
     cfg = pipeline.config
     k = cfg.top_k if top_k is None else int(top_k)
     if k < 1:
         raise ValueError(f"top_k must be >= 1, got {k}")
-    src: PathLike | list[Path] = source if isinstance(source, (str, os.PathLike)) else [Path(s) for s in source]
-    qset = read_images(src, config=cfg.load)  # scans and checks ids before the (long) indexing
+    if is_in_memory(source):
+        src: Any = source
+    else:
+        src = source if isinstance(source, (str, os.PathLike)) else [Path(s) for s in source]
+    qset = read_pictures(src, config=cfg.load)  # scans and checks ids before the (long) indexing
+    label = _labels(qset)
+    images = {p.id: p.data for p in qset.pictures if p.path is None} if isinstance(qset, PictureSet) else {}
     bars = ProgressBars(enabled=progress)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -189,11 +211,10 @@ def collect_pairs(pipeline: Pipeline, source: PathLike | Sequence[PathLike], *, 
                              engine=pipeline.engine, progress=bars if progress else False) as (store, ref_skipped):
             seconds["index"] = time.perf_counter() - t0
             failed = {os.fspath(s.path) for s in ref_skipped}
-            ids = [i for i, p in zip(qset.ids, qset.paths) if os.fspath(p) not in failed and i in store]
-            path_of = dict(zip(qset.ids, qset.paths))
+            ids = [i for i in qset.ids if label[i] not in failed and i in store]
             records = store.records([store.row_of(i) for i in ids])
-            pictures = {r["id"]: Picture(r["id"], os.fspath(path_of[r["id"]]), int(r["width"]), int(r["height"]),
-                                         r["sha256"]) for r in records}
+            pictures = {r["id"]: Picture(r["id"], label[r["id"]], int(r["width"]), int(r["height"]), r["sha256"])
+                        for r in records}
             t1 = time.perf_counter()
             timer = StageTimer()
             found: list[tuple[str, str, Direction]] = []
@@ -210,4 +231,4 @@ def collect_pairs(pipeline: Pipeline, source: PathLike | Sequence[PathLike], *, 
     pictures = {i: p for i, p in pictures.items() if p.path not in unread}
     pairs = _add_exact(merge_matches(found, set(pictures)), pictures)
     skipped = _unique([*ref_skipped, *qset.skipped])
-    return PairCollection(pairs, pictures, skipped, seconds)
+    return PairCollection(pairs, pictures, skipped, seconds, {i: d for i, d in images.items() if i in pictures})

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +39,7 @@ class DedupResult:
     threshold: float
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    images: dict[str, Any] = field(default_factory=dict)  # id -> picture, for the pictures given in memory
 
     def to_dict(self, details: bool = False) -> dict[str, Any]:
         """The ``groups.json`` document (see the module docstring); ``details`` adds both directions' evidence to
@@ -57,7 +57,7 @@ class DedupResult:
         from matcher.dedup.html import write_page
 
         write_page(path, self.groups, self.pictures, self.threshold, skipped=self.skipped,
-                   n_pictures=len(self.pictures), max_groups=max_groups)
+                   n_pictures=len(self.pictures), max_groups=max_groups, images=self.images)
 
     def __str__(self) -> str:
         t = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items() if "." not in k)
@@ -67,9 +67,10 @@ class DedupResult:
                 f"time: {t}")
 
 
-def dedup(pipeline: Pipeline, source: PathLike | Sequence[PathLike], *, threshold: float | None = None,
-          top_k: int | None = None, index: PathLike | None = None, progress: bool = False) -> DedupResult:
-    """Find the copies within ``source`` (a folder, or a list of files/folders; ids = file stems): index it (into
+def dedup(pipeline: Pipeline, source: Any, *, threshold: float | None = None, top_k: int | None = None,
+          index: PathLike | None = None, progress: bool = False) -> DedupResult:
+    """Find the copies within ``source`` (a folder or a list of files/folders, ids = file stems; or pictures in
+    memory with ids, as :func:`~matcher.dedup.pairs.collect_pairs` takes them): index it (into
     ``index`` when given, kept for re-runs; else a temporary folder), match every picture against the others
     (its ``top_k`` best matches, default ``config.top_k``) and group the pairs scoring at least ``threshold``
     (default: the pipeline's decision threshold)."""
@@ -81,4 +82,4 @@ def dedup(pipeline: Pipeline, source: PathLike | Sequence[PathLike], *, threshol
     groups = group_pairs(found.pairs, found.pictures, thr)
     seconds = {**found.seconds, "group": time.perf_counter() - t}
     return DedupResult(groups, [p for p in found.pairs if p.score >= thr], found.pictures, thr, found.skipped,
-                       seconds)
+                       seconds, found.images)
