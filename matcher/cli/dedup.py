@@ -37,7 +37,7 @@ def add_dedup_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_dedup(args: argparse.Namespace) -> int:
     from matcher.api import Matcher
-    from matcher.cli.common import ConfigError, config_from_args
+    from matcher.cli.common import ConfigError, config_from_args, show_progress
     from matcher.io.folders import DuplicateIdError
     from matcher.references.disk.store import DB_NAME, IndexStore, IndexStoreError
     from matcher.references.features import FeatureStoreError
@@ -62,7 +62,7 @@ def run_dedup(args: argparse.Namespace) -> int:
                 base = stored.config.to_dict()
         config = config_from_args(args, base)
         result = Matcher.from_pretrained(config).dedup(args.source, threshold=args.threshold, top_k=args.top_k,
-                                                       index=args.index, progress=not args.no_progress)
+                                                       index=args.index, progress=show_progress(args))
     except (ConfigError, IndexStoreError, FeatureStoreError, DuplicateIdError, FileNotFoundError,
             NotADirectoryError, ValueError) as exc:
         return fail(str(exc))
