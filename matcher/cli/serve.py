@@ -22,6 +22,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: $ICD_SERVICE_TOKEN; prefer the variable: arguments are visible to other users)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB",
                    help="largest image file accepted, MB (default 20; larger uploads get 413)")
+    p.add_argument("--max-connections", type=int, default=32, metavar="N",
+                   help="connections served at once; more get 503 (default 32: bounds the memory held by uploads "
+                        "at N x --max-upload-mb)")
     p.add_argument("--inference-slots", type=int, default=1, metavar="N",
                    help="model inferences run at once (default 1; see bench/RESULTS.md, issue 16)")
     add_model_arguments(p)
@@ -46,6 +49,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return fail(f"--port must be in 0..65535, got {args.port}")
     if not args.max_upload_mb > 0:
         return fail(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    if args.max_connections < 1:
+        return fail(f"--max-connections must be >= 1, got {args.max_connections}")
     if args.inference_slots < 1:
         return fail(f"--inference-slots must be >= 1, got {args.inference_slots}")
     problem = index_problem(args.index)
@@ -70,5 +75,5 @@ def run_serve(args: argparse.Namespace) -> int:
               f"http://{args.host}:{args.port} (docs at /docs), token {'required' if token else 'not set'}",
               file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if quiet else "info",
-                access_log=not quiet)
+                access_log=not quiet, limit_concurrency=args.max_connections)
     return 0

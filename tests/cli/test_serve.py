@@ -24,3 +24,5 @@ def test_serve_refuses_bad_limits(tmp_path, capsys):
     assert "--max-upload-mb" in capsys.readouterr().err
     assert main(["serve", "--index", str(tmp_path), "--inference-slots", "0"]) == 2
     assert "--inference-slots" in capsys.readouterr().err
+    assert main(["serve", "--index", str(tmp_path), "--max-connections", "0"]) == 2
+    assert "--max-connections" in capsys.readouterr().err
