@@ -9,7 +9,9 @@ The collection (written to ``--out``, never into the repository) is made from a 
   families overlay / screenshot / meme / mosaic / blend); with probability ``--copy-of-copy`` a copy is made from an
   earlier copy of the group instead of the original (a re-shared copy);
 * singletons (distinct pictures, no copy) up to ``--size`` pictures;
-* composites paste the picture onto / mix it with filler pictures that are not in the collection.
+* composites paste the picture onto / mix it with filler pictures that are not in the collection, each filler used
+  once (two copies sharing a filler would be copies of each other); the screenshot family is left out (AugLy pastes
+  every picture into the same screenshot template).
 
 File names are random ids (the id order says nothing about the roles). With ``--variants`` (the graphics corpus),
 at most one file of each variant group is drawn, so no two pictures of the collection are variants of one drawing.
@@ -45,8 +47,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from matcher.benchmark.chain import apply_chain
-from matcher.benchmark.edits import default_context
+from matcher.benchmark.chain import apply_chain, sample_families
+from matcher.benchmark.edits import EditContext
 from matcher.benchmark.jobs import MIN_VISIBLE
 from matcher.benchmark.recipes import get_recipe
 from matcher.config import LoadConfig, MatcherConfig
@@ -57,6 +59,8 @@ from matcher.io.images import load_image
 from matcher.pipeline.pipeline import Pipeline
 
 JPEG_QUALITY = 92
+SHARED_TEMPLATE_FAMILIES = ("screenshot",)  # AugLy pastes every picture into one screenshot template: any two such
+# copies share that template (copies of each other by the dedup's terms), so the family is left out
 MAX_TRIES = 8
 
 
@@ -98,9 +102,19 @@ def build_collection(photos: Path, out: Path, *, size: int, groups: int, exact: 
         raise SystemExit(f"{len(files)} pictures cannot make {size} with {groups} groups and {fillers} fillers")
     load = LoadConfig()
     chosen = [files[i] for i in order[:groups + n_single]]
-    filler_imgs = [load_image(files[i], config=load) for i in order[groups + n_single:groups + n_single + fillers]]
-    ctx = default_context(filler_imgs)
+    pool = [files[i] for i in order[groups + n_single:groups + n_single + fillers]]
+    used_fillers: list[str] = []
+
+    def other_photo(_rng: np.random.Generator) -> np.ndarray:
+        """Each filler is used once, so no two copies share a filler (they would be copies of each other)."""
+        if len(used_fillers) >= len(pool):
+            raise SystemExit(f"--fillers {fillers} is too few for the composite edits; raise it")
+        used_fillers.append(pool[len(used_fillers)].name)
+        return load_image(pool[len(used_fillers) - 1], config=load)
+
+    ctx = EditContext(random_other_photo=other_photo)
     rec = get_recipe(recipe)
+    families = [f for f in rec.chain_families if f not in SHARED_TEMPLATE_FAMILIES]
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -130,7 +144,8 @@ def build_collection(photos: Path, out: Path, *, size: int, groups: int, exact: 
             base_id, base = made[int(rng.integers(1, len(made)))] if len(made) > 1 and rng.random() < copy_of_copy \
                 else made[0]
             for _try in range(MAX_TRIES):
-                res = apply_chain(base, rng, ctx, recipe=rec)
+                fams = sample_families(rng, None, None, families, rec.composite_families)
+                res = apply_chain(base, rng, ctx, families=fams, recipe=rec)
                 if res.visible_fraction is None or res.visible_fraction >= MIN_VISIBLE:
                     break
             q = res.save_quality or JPEG_QUALITY
@@ -146,6 +161,8 @@ def build_collection(photos: Path, out: Path, *, size: int, groups: int, exact: 
         name = new_id(ext)
         _save(load_image(src, config=load), out / name, JPEG_QUALITY)
         truth["singletons"].append(Path(name).stem)
+        truth.setdefault("singleton_sources", {})[Path(name).stem] = src.name
+    truth["fillers_used"] = used_fillers
     return truth
 
 
@@ -230,7 +247,8 @@ def main() -> int:
     ap.add_argument("--groups", type=int, default=150, help="originals with planted copies")
     ap.add_argument("--exact", type=float, default=0.15, help="probability that a copy is a byte duplicate")
     ap.add_argument("--copy-of-copy", type=float, default=0.2, help="probability that a copy is made from a copy")
-    ap.add_argument("--fillers", type=int, default=100, help="pictures (not in the collection) used by composites")
+    ap.add_argument("--fillers", type=int, default=300,
+                    help="pictures (not in the collection) used once each by composite edits")
     ap.add_argument("--recipe", default="augly", help="edit recipe (augly or independent)")
     ap.add_argument("--variants", type=Path, help="variant groups file (bench/graphics_variants.json)")
     ap.add_argument("--thresholds", default="0.3,0.5,0.7,0.9")
@@ -261,7 +279,7 @@ def main() -> int:
     pairs_path = args.out / "pairs.json"
     if args.rescore:  # score the pairs of an earlier run again (same collection), without matching
         found = load_pairs(pairs_path)
-        t_models, t_dedup = float("nan"), float(found.seconds["dedup_total"])
+        t_models, t_dedup = None, float(found.seconds["dedup_total"])
     else:
         config = MatcherConfig.make(**json.loads(args.config.read_text())) if args.config else MatcherConfig()
         t0 = time.perf_counter()
@@ -288,7 +306,7 @@ def main() -> int:
                        "singletons": len(truth["singletons"]),
                        "exact_copies": sum(c["kind"] == "exact" for g in truth["groups"] for c in g["copies"]),
                        "skipped": len(found.skipped), "build_seconds": round(t_build, 1)},
-        "seconds": {"load_models": round(t_models, 1), **{k: round(v, 1) for k, v in found.seconds.items()}},
+        "seconds": {"load_models": None if t_models is None else round(t_models, 1), **{k: round(v, 1) for k, v in found.seconds.items()}},
         "pictures_per_second": round(len(found.pictures) / t_dedup, 3),
         "results": results,
     }

@@ -30,7 +30,7 @@ def add_dedup_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", metavar="DIR", help="keep the collection's index in DIR and reuse it on re-runs "
                                                   "(default: a temporary folder)")
     p.add_argument("--details", action="store_true",
-                   help="write both directions' evidence (score, containment, norm ratio) with each pair")
+                   help="write both directions' evidence (score, containment, norm ratio, seam) with each pair")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_arguments(p)
 

@@ -2,7 +2,7 @@
 
 The original is the member the others are crops or edits of, read from the asymmetric evidence of each pair
 (:func:`source_of`: which direction scores as a copy, which frame holds the other and whether it was pasted
-there), then the largest picture (pixel area), then the smallest id. Each pair inside a group
+there, which holds more content), then the largest picture (pixel area), then the smallest id. Each pair inside a group
 votes: +1 for its source, -1 for its copy; the member with the highest total wins.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ __all__ = ["Group", "UnionFind", "choose_original", "connected_components", "gro
 
 INSIDE = ("query_in_reference",)  # the query shows a part of the reference: the reference is the fuller picture
 AROUND = ("reference_in_query",)  # the reference lies inside the query
+NORM_MARGIN = 0.02  # |log ASL norm ratio| from which, at equal extents, the picture holding more content is the source
 SEAM_PASTED = 2.5  # seam ratio from which a picture inside another was pasted in (bench/RESULTS.md, seam check:
 # holistic pictures around a crop 90th percentile 2.0, pasted copies 10th percentile 3.4)
 
@@ -91,8 +92,11 @@ def source_of(pair: Pair, threshold: float) -> str | None:
     2. When both directions are copies and one picture's frame holds the other's, the seam decides: a seam
        along the held picture's border in the holding one (:data:`SEAM_PASTED`) means it was pasted in, framed or
        overlaid, so the held picture is the source; no seam means the held one is a crop of the fuller picture.
-    3. Same extents (a recoloured, blurred, compressed or resized copy): no direction (None); so are exact
-       duplicates. :func:`choose_original` then prefers the larger picture."""
+    3. Same extents (a recoloured, blurred, noisy, compressed or overlaid copy): the ASL descriptor norm, which
+       measures how much content a picture holds; the picture whose norm is higher by at least
+       :data:`NORM_MARGIN` (log ratio, mean of both directions) is the source.
+    Exact duplicates, and pairs none of these decides, give None (:func:`choose_original` then prefers the larger
+    picture)."""
     if pair.exact:
         return None
     a_copy = pair.ab is not None and pair.ab.score >= threshold  # a is a copy of b
@@ -103,7 +107,10 @@ def source_of(pair: Pair, threshold: float) -> str | None:
         return None
     held = _held(pair)
     if not held:
-        return None
+        ratios = [d.log_norm_ratio for d in (pair.ab, pair.ba) if d is not None]
+        lnr = ((pair.ab.log_norm_ratio if pair.ab is not None else 0.0) -
+               (pair.ba.log_norm_ratio if pair.ba is not None else 0.0)) / len(ratios)  # log norm(a) - log norm(b)
+        return pair.a if lnr >= NORM_MARGIN else pair.b if lnr <= -NORM_MARGIN else None
     inner, outer = (pair.a, pair.b) if held > 0 else (pair.b, pair.a)
     around = pair.ba if held > 0 else pair.ab  # the holding picture matched against the held one
     pasted = around is not None and math.isfinite(around.frame_seam) and around.frame_seam >= SEAM_PASTED

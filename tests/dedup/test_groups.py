@@ -6,6 +6,7 @@ import math
 import pytest
 
 from matcher.dedup.groups import (
+    NORM_MARGIN,
     SEAM_PASTED,
     UnionFind,
     choose_original,
@@ -22,8 +23,8 @@ def _pic(pid: str, w: int = 100, h: int = 100, sha: str | None = None) -> Pictur
     return Picture(pid, f"/x/{pid}.jpg", w, h, sha or f"sha-{pid}")
 
 
-def _d(score: float, containment: str = "same_extent", seam: float = math.nan) -> Direction:
-    return Direction(score, containment, 0.0, 50, seam)
+def _d(score: float, containment: str = "same_extent", seam: float = math.nan, lnr: float = 0.0) -> Direction:
+    return Direction(score, containment, lnr, 50, seam)
 
 
 # ------------------------------------------------------------------------------------------ union-find
@@ -89,6 +90,11 @@ def test_source_when_both_directions_are_copies() -> None:
     assert source_of(paste, THR) == "a"
     same = Pair("a", "b", 0.99, _d(0.99), _d(0.99))
     assert source_of(same, THR) is None
+    # same extent: the picture holding more content (ASL norm) is the source; below the margin, no direction
+    blurred = Pair("a", "b", 0.99, _d(0.99, lnr=-0.1), _d(0.99, lnr=0.1))  # a holds less than b
+    assert source_of(blurred, THR) == "b"
+    small = NORM_MARGIN / 4
+    assert source_of(Pair("a", "b", 0.99, _d(0.99, lnr=small), _d(0.99, lnr=-small)), THR) is None
     assert source_of(Pair("a", "b", 1.0, _d(0.99), _d(0.99), exact=True), THR) is None
 
 
