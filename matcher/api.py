@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from matcher.config import MatcherConfig
-from matcher.io.folders import SkippedFile, read_images
+from matcher.io.folders import SkippedFile
 from matcher.io.images import load_image
+from matcher.io.inputs import read_pictures
 from matcher.isc.formats import COLUMNS, pair_row, select_rows, write_rows
 from matcher.pipeline.pipeline import PairMatch, Pipeline
 
@@ -85,24 +86,37 @@ class Matcher:
         (q,) = p.describe_queries([("query", self._image(query))])
         return p.match(q, store)[0]
 
-    def index(self, references: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-              path: str | os.PathLike[str], *, progress: bool = False) -> Any:
-        """Add the reference images (a folder or a list of files) to the on-disk index at ``path`` (created if
-        needed; already indexed files are skipped by content). Returns the job summary (``.added``,
-        ``.already``, ``.skipped``)."""
+    def index(self, references: Any, path: str | os.PathLike[str], *, progress: bool = False) -> Any:
+        """Add reference pictures to the on-disk index at ``path`` (created if needed). ``references``: a folder
+        or a list of files (ids = file stems), or pictures in memory with ids: ``{id: picture}`` or
+        ``[(id, picture), ...]`` where a picture is encoded bytes, a numpy array, a PIL image or a path
+        (:mod:`matcher.io.inputs`). Already indexed (id, content) pairs are counted, not redone. Returns the job
+        summary (``.added``, ``.already``, ``.skipped``)."""
+        from matcher.io.inputs import is_in_memory
         from matcher.references.disk.store import IndexStore
 
-        src = references if isinstance(references, (str, os.PathLike)) else [Path(p) for p in references]
         with IndexStore.open(path, self.config, create=True, descriptor=self.pipeline.descriptor,
                              engine=self.pipeline.engine) as store:
+            if is_in_memory(references):
+                return store.add_images(references, progress=progress)
+            src = references if isinstance(references, (str, os.PathLike)) else [Path(p) for p in references]
             return store.add_references(src, progress=progress)
 
+    def remove(self, ids: str | Iterable[str], *, index: str | os.PathLike[str]) -> Any:
+        """Remove references ``ids`` (one id or several) from the on-disk ``index``: no rebuild, never returned
+        again, the ids free to be indexed again. Returns the summary (``.removed``, ``.missing``, ``.total``)."""
+        from matcher.references.disk.store import IndexStore
+
+        with IndexStore.open(index) as store:
+            return store.remove([ids] if isinstance(ids, str) else list(ids))
+
     def match(self, queries: Any, *, index: str | os.PathLike[str] | None = None,
-              references: str | os.PathLike[str] | None = None, top_k: int | None = None,
+              references: Any = None, top_k: int | None = None,
               min_score: float | None = None, progress: bool = False) -> MatchRows:
-        """Match queries (a folder, a list of files, or one image path) against ``index`` (a folder made by
-        :meth:`index`) or ``references`` (a folder, indexed for this call into a temporary folder: the same path
-        as ``icd match --references``). Returns the best ``top_k`` (default ``config.top_k``) rows per query scoring at
+        """Match queries (a folder, a list of files, one image path, or pictures in memory with ids as
+        :meth:`index` takes them) against ``index`` (a folder made by :meth:`index`) or ``references`` (a folder
+        or pictures in memory, indexed for this call into a temporary folder: the same path as ``icd match
+        --references``). Returns the best ``top_k`` (default ``config.top_k``) rows per query scoring at
         least ``min_score`` (None: all of them), best first; unreadable query and reference files are listed in
         ``.skipped``."""
         from matcher.pipeline.batch import match_queries
@@ -112,10 +126,7 @@ class Matcher:
         k = self.config.top_k if top_k is None else int(top_k)
         if index is None and references is None:
             raise ValueError("give index= (a folder made by Matcher.index) or references= (a folder)")
-        if isinstance(queries, (str, os.PathLike)) and Path(queries).is_file():
-            qset = read_images([Path(queries)], config=self.config.load)
-        else:
-            qset = read_images(queries, config=self.config.load)
+        qset = read_pictures(queries, config=self.config.load)
         out = MatchRows()
         opened = (open_references(index=index, config=self.config) if index is not None else
                   open_references(references=references, config=self.config, descriptor=p.descriptor,

@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from matcher.cli.common import add_model_arguments
@@ -23,6 +24,9 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, metavar="DIR",
                    help="index folder: created if new, resumed if it exists (re-running skips what is indexed)")
     p.add_argument("--add", action="store_true", help="add to an existing index (refused if DIR holds none)")
+    p.add_argument("--remove", nargs="+", metavar="ID",
+                   help="remove these reference ids from an existing index (no rebuild; a removed reference is "
+                        "never returned again, and its id may be indexed again)")
     p.add_argument("--background", metavar="DIR",
                    help="also index these pictures as the background set (score normalisation)")
     p.add_argument("--batch-size", type=int, metavar="N",
@@ -45,6 +49,8 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
+    if args.remove:
+        return _run_remove(args, fail)
     if args.references is None and args.background is None:
         return fail("give a REFERENCES_DIR and/or --background DIR to index")
     if args.batch_size is not None and args.batch_size < 1:
@@ -90,3 +96,22 @@ def run_index(args: argparse.Namespace) -> int:
         for summary in summaries:
             print(summary)
     return EXIT_SKIPPED if skipped else 0
+
+
+def _run_remove(args: argparse.Namespace, fail: Callable[[str], int]) -> int:
+    """``icd index --index DIR --remove ID...`` (alone: no pictures to add in the same run)."""
+    from matcher.references.disk.store import DB_NAME, IndexStore, IndexStoreError
+
+    if args.references is not None or args.background is not None or args.add:
+        return fail("--remove runs alone: give no REFERENCES_DIR, --background or --add with it")
+    if not (Path(args.index) / DB_NAME).is_file():
+        return fail(f"--remove needs an existing index, but {args.index} holds none")
+    try:
+        with IndexStore.open(args.index) as store:
+            summary = store.remove(args.remove)
+    except (IndexStoreError, OSError) as exc:
+        return fail(str(exc))
+    for ref_id in summary.missing:
+        print(f"not in the index: {ref_id}", file=sys.stderr)
+    print(summary)
+    return 0
