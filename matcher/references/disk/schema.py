@@ -226,10 +226,12 @@ def connect(db: Path, format_name: str = FORMAT_NAME, format_version: int = FORM
     return con, info
 
 
-def count_rows(con: sqlite3.Connection) -> tuple[int, int]:
-    """(references, background pictures) in the database."""
+def count_rows(con: sqlite3.Connection) -> tuple[int, int, int]:
+    """(references, background pictures, removed references) in the database."""
+    has = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'removed'").fetchone()
     return (con.execute("SELECT COUNT(*) FROM refs").fetchone()[0],
-            con.execute("SELECT COUNT(*) FROM background").fetchone()[0])
+            con.execute("SELECT COUNT(*) FROM background").fetchone()[0],
+            con.execute("SELECT COUNT(*) FROM removed").fetchone()[0] if has else 0)
 
 
 def read_ref(con: sqlite3.Connection, row: int) -> RefRow:

@@ -18,10 +18,11 @@ to it (:class:`~matcher.references.disk.writer.IndexWriter`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -54,6 +55,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["DB_NAME", "FORMAT_VERSION", "SKIPPED_NAME", "IndexJobSummary", "IndexMismatchError", "IndexStore",
            "IndexStoreError", "RemoveSummary"]
+
+
+@contextlib.contextmanager
+def _progress(progress: bool | Progress) -> Iterator[Progress | None]:
+    """The callback a job reports to: progress bars on stderr (closed afterwards) for True, else the given callback
+    (None for False)."""
+    if progress is not True:
+        yield progress or None
+        return
+    bars = ProgressBars()
+    try:
+        yield bars
+    finally:
+        bars.close()
 
 
 class IndexStore(IndexReader):
@@ -144,13 +159,8 @@ class IndexStore(IndexReader):
         """Index the pictures of ``source`` (a folder, a file, or a list of files/folders; ids = file stems); see
         :meth:`IndexWriter.add <matcher.references.disk.writer.IndexWriter.add>`. ``progress``: True for
         progress bars on stderr, or a :data:`~matcher.io.progress.Progress` callback."""
-        bars = ProgressBars() if progress is True else None
-        try:
-            return self._writer.add(source, progress=bars or (progress or None), background=background,
-                                    batch_size=batch_size)
-        finally:
-            if bars is not None:
-                bars.close()
+        with _progress(progress) as report:
+            return self._writer.add(source, progress=report, background=background, batch_size=batch_size)
 
     def add_images(self, items: Mapping[str, Any] | Sequence[tuple[str, Any]], *, progress: bool | Progress = False,
                    background: bool = False, batch_size: int | None = None) -> IndexJobSummary:
@@ -161,13 +171,8 @@ class IndexStore(IndexReader):
         from matcher.io.inputs import memory_pictures
 
         pictures = memory_pictures(items)
-        bars = ProgressBars() if progress is True else None
-        try:
-            return self._writer.add_pictures(pictures, progress=bars or (progress or None), background=background,
-                                             batch_size=batch_size)
-        finally:
-            if bars is not None:
-                bars.close()
+        with _progress(progress) as report:
+            return self._writer.add_pictures(pictures, progress=report, background=background, batch_size=batch_size)
 
     def remove(self, ids: Sequence[str]) -> RemoveSummary:
         """Remove references ``ids``; see :meth:`IndexWriter.remove <matcher.references.disk.writer.IndexWriter.

@@ -42,7 +42,6 @@ from matcher.references.disk.schema import (
     mark_removed,
     read_background,
     read_ref,
-    read_removed,
     read_thumbnails,
 )
 from matcher.references.records import ReferenceRecord, describe_references
@@ -135,8 +134,7 @@ def writing(reader: IndexReader) -> Iterator[None]:
         reader._lock_depth = 1
         try:
             with reader._db_lock:
-                n, nb = count_rows(reader._con)
-                n_removed = len(read_removed(reader._con))
+                n, nb, n_removed = count_rows(reader._con)
             if n != len(reader._ids) or nb != len(reader._bg_ids) or n_removed != len(reader._removed):
                 # another process wrote since we opened
                 reader._load_state()
