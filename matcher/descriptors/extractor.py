@@ -6,6 +6,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from matcher.config import DescriptorConfig, MatcherConfig
+from matcher.descriptors.fuse import fold_batchnorm
 from matcher.descriptors.infer import describe_images
 from matcher.descriptors.registry import load_descriptor
 
@@ -29,6 +30,7 @@ class GlobalDescriptor:
             over.update(dim=self.cfg.dim, image_size=self.cfg.image_size)
         self.model, self.spec, self.sha256 = load_descriptor(
             self.cfg.model, self.cfg.weights or None, device=device, config=full, **over)
+        self.model = fold_batchnorm(self.model.eval(), self.spec.image_size)  # inference only: BN folded into convs
         from matcher.descriptors.weights import read_weights
 
         path = self.cfg.weights or self.spec.weights_path(full)
