@@ -45,7 +45,7 @@ from matcher.references.disk.schema import (
     connect,
     create_database,
 )
-from matcher.references.disk.writer import IndexJobSummary, IndexWriter, RemoveSummary
+from matcher.references.disk.writer import DescribeReferences, IndexJobSummary, IndexWriter, RemoveSummary
 
 if TYPE_CHECKING:  # pragma: no cover
     import sqlite3
@@ -155,12 +155,14 @@ class IndexStore(IndexReader):
 
     def add_references(self, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
                        progress: bool | Progress = False, background: bool = False,
-                       batch_size: int | None = None) -> IndexJobSummary:
+                       batch_size: int | None = None, describe: DescribeReferences | None = None) -> IndexJobSummary:
         """Index the pictures of ``source`` (a folder, a file, or a list of files/folders; ids = file stems); see
         :meth:`IndexWriter.add <matcher.references.disk.writer.IndexWriter.add>`. ``progress``: True for
-        progress bars on stderr, or a :data:`~matcher.io.progress.Progress` callback."""
+        progress bars on stderr, or a :data:`~matcher.io.progress.Progress` callback. ``describe``: what describes
+        the new references of each batch (default: this process, with the store's models)."""
         with _progress(progress) as report:
-            return self._writer.add(source, progress=report, background=background, batch_size=batch_size)
+            return self._writer.add(source, progress=report, background=background, batch_size=batch_size,
+                                    describe=describe)
 
     def add_images(self, items: Mapping[str, Any] | Sequence[tuple[str, Any]], *, progress: bool | Progress = False,
                    background: bool = False, batch_size: int | None = None) -> IndexJobSummary:

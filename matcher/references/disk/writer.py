@@ -17,7 +17,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +44,7 @@ from matcher.references.disk.schema import (
     read_ref,
     read_thumbnails,
 )
-from matcher.references.records import ReferenceRecord, describe_references
+from matcher.references.records import DescribedReference, ReferenceRecord, describe_references
 from matcher.retrieval.index import ReferenceIndex
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,7 +52,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from matcher.local.engine import LocalEngine
     from matcher.references.disk.reader import IndexReader
 
-__all__ = ["IndexJobSummary", "IndexWriter", "RemoveSummary", "writing"]
+__all__ = ["DescribeReferences", "IndexJobSummary", "IndexWriter", "RemoveSummary", "writing"]
+
+# How a batch of decoded references is described: :func:`~matcher.references.records.describe_references` or a
+# function with its signature (e.g. one that hands the work to a cluster, :mod:`matcher.cluster.describe`).
+DescribeReferences = Callable[..., list[DescribedReference]]
 
 _LOG = logging.getLogger(__name__)
 
@@ -153,6 +157,7 @@ class IndexWriter:
         self.reader = reader
         self._descriptor = descriptor
         self._engine = engine
+        self._describe: DescribeReferences = describe_references
 
     # ------------------------------------------------------------------------------------------- models
     def descriptor(self) -> GlobalDescriptor:
@@ -176,7 +181,7 @@ class IndexWriter:
     # ------------------------------------------------------------------------------------------- the job
     def add(self, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
             progress: Progress | None = None, background: bool = False,
-            batch_size: int | None = None) -> IndexJobSummary:
+            batch_size: int | None = None, describe: DescribeReferences | None = None) -> IndexJobSummary:
         """Index the pictures of ``source`` (a folder, a file, or a list of files/folders; ids = file stems).
 
         Batches of ``batch_size`` (default ``config.index.batch_size``) are described and committed one
@@ -185,7 +190,9 @@ class IndexWriter:
         whose content is indexed reuses the stored data. ``background`` adds to the background set (global
         descriptor only) instead of the references. ``progress`` is called after each batch with
         ("indexing" or "background", pictures done, pictures in the job), and ("voter", 0, 1) then
-        ("voter", 1, 1) around an update of the keypoint voter.
+        ("voter", 1, 1) around an update of the keypoint voter. ``describe``: what describes each batch of new
+        references (default :func:`~matcher.references.records.describe_references`, same signature); only this
+        writer writes, whoever describes.
         """
         paths, passed_over = scan_folder(source) if isinstance(source, (str, os.PathLike)) else \
             scan_folder([Path(s) for s in source])
@@ -199,7 +206,11 @@ class IndexWriter:
                 continue
             first[p.stem] = p
             items.append((p.stem, p))
-        return self._run(items, passed_over, progress, background, batch_size)
+        self._describe = describe or describe_references
+        try:
+            return self._run(items, passed_over, progress, background, batch_size)
+        finally:
+            self._describe = describe_references
 
     def add_pictures(self, pictures: Sequence[MemoryPicture], *, progress: Progress | None = None,
                      background: bool = False, batch_size: int | None = None) -> IndexJobSummary:
@@ -339,7 +350,7 @@ class IndexWriter:
             engine = self.engine() if r._features is not None else None
             store = r._features
             mask = [store is not None and it.sha256 not in store for it in decoded]
-            described = describe_references([it.image for it in decoded], descriptor, engine, r.config,
+            described = self._describe([it.image for it in decoded], descriptor, engine, r.config,
                                             local_mask=mask, seconds=sec)
             new_local: dict[str, LocalFeatures] = {}
             for it, d in zip(decoded, described, strict=True):
