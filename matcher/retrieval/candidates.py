@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from matcher.config import DescriptorConfig, MatcherConfig
+from matcher.local.types import LocalFeatures
 from matcher.retrieval.gate import apply_gate, gate_marks, log_norm_ratio
 from matcher.retrieval.index import ReferenceIndex
 from matcher.retrieval.normalise import background_mean, background_term, normalise_scores, split_norm
 
 if TYPE_CHECKING:  # pragma: no cover
-    from matcher.local.types import LocalFeatures
     from matcher.retrieval.voting import KeypointVoter
 
 __all__ = ["Candidate", "CandidateSource", "Candidates", "GlobalEvidence", "find_candidates", "global_candidates"]
@@ -90,6 +90,16 @@ class CandidateSource(Protocol):
     def keypoint_voter(self, *, seed: int | None = None) -> KeypointVoter: ...
 
 
+def strongest_keypoints(features: LocalFeatures, k: int) -> LocalFeatures:
+    """The ``k`` strongest keypoints of ``features`` (extractors keep them strongest first; k <= 0 or k >= N: all),
+    mirrored descriptors included."""
+    if k <= 0 or features.n <= k:
+        return features
+    mirrored = features.mirrored[:k] if features.mirrored is not None else None
+    return LocalFeatures(features.keypoints[:k], features.scales[:k], features.orientations[:k],
+                         features.descriptors[:k], features.image_size, mirrored)
+
+
 def find_candidates(descriptors: np.ndarray, region_tags: Sequence[str], store: CandidateSource,
                     config: MatcherConfig, background: np.ndarray, *, local: LocalFeatures | None = None,
                     timer: Timer | None = None) -> list[Candidate]:
@@ -129,7 +139,8 @@ def find_candidates(descriptors: np.ndarray, region_tags: Sequence[str], store: 
         with timer("voting"):
             taken = set(ranked)
             voter = store.keypoint_voter(seed=config.seed)
-            extra = [r for r, _ in voter.vote(local, cfg.voting_candidates + len(ranked)) if r not in taken]
+            voters = strongest_keypoints(local, cfg.voting_keypoints)
+            extra = [r for r, _ in voter.vote(voters, cfg.voting_candidates + len(ranked)) if r not in taken]
             for r in extra[: cfg.voting_candidates]:
                 ranked.append(r)
                 sources[r].add("voting")
