@@ -20,8 +20,10 @@ Shard file (FORMAT_VERSION 1)::
 
 Nothing is pickled. Every file is written to a temporary file in the same directory, fsynced and renamed, the
 index last, so a failed or interrupted :meth:`FeatureStore.add` leaves the previous store readable (at most an
-unreferenced shard file remains, overwritten by the next add). Length and CRC are checked on every shard read;
-a truncated or corrupt file raises :class:`FeatureStoreError` naming it. One writer at a time.
+unreferenced shard file remains, overwritten by the next add). Shards are read memory-mapped (their pages are
+shared by every process reading the store) and decoded item by item; length and CRC are checked whenever a shard
+is opened (once per shard while it stays in the LRU of ``cache_shards`` open shards), and a truncated or corrupt
+file raises :class:`FeatureStoreError` naming it. One writer at a time.
 
 Mirrored descriptors are not stored: they are recomputed on load by bin permutation
 (:func:`matcher.local.features.mirror_sift_descriptors`), which costs far less than reading them.
@@ -30,6 +32,7 @@ Mirrored descriptors are not stored: they are recomputed on load by bin permutat
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import threading
 import zlib
@@ -142,15 +145,18 @@ def _encode_shard(items: list[LocalFeatures], dim: int, dtype: str) -> bytes:
 
 
 class _Shard:
-    """Decoded arrays of one shard; items are views into them."""
+    """One shard, memory-mapped (or held as bytes): its stored arrays are views of the file's pages (shared page
+    cache), decoded item by item on :meth:`item` (descriptors to float32 unit rows); the file was checked whole
+    (length, header, CRC-32) when it was opened."""
 
-    def __init__(self, path: Path, data: bytes, expect_version: int) -> None:
+    def __init__(self, path: Path, data: bytes | mmap.mmap, expect_version: int) -> None:
         def fail(problem: str) -> FeatureStoreError:
             return FeatureStoreError(f"{path}: {problem}")
 
         if len(data) < _HEADER.itemsize + 4:
             raise fail(f"truncated shard ({len(data)} bytes, shorter than its header)")
-        body, trailer = data[:-4], data[-4:]
+        view = memoryview(data)
+        body, trailer = view[:-4], view[-4:]
         if zlib.crc32(body) != int(np.frombuffer(trailer, "<u4")[0]):
             raise fail("corrupt shard (CRC-32 mismatch)")
         h = np.frombuffer(body, _HEADER, count=1)[0]
@@ -185,31 +191,21 @@ class _Shard:
         self.counts = arrays["counts"].astype(np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
         self.sizes = arrays["sizes"].astype(np.int64)
-        self.keypoints = arrays["kps"].astype(np.float32)
-        self.scales = arrays["scales"].astype(np.float32)
-        self.orientations = arrays["ori"].astype(np.float32)
-        self.descriptors = _unit_rows(arrays["desc"])
-        self._mirrored: np.ndarray | None = None
+        self.keypoints, self.scales = arrays["kps"], arrays["scales"]  # views of the file (little-endian float32)
+        self.orientations, self.descriptors = arrays["ori"], arrays["desc"]
 
-    def mirrored(self) -> np.ndarray:
-        if self._mirrored is None:
-            self._mirrored = mirror_sift_descriptors(self.descriptors)
-        return self._mirrored
-
-    def item(self, i: int, with_mirrored: bool, copy: bool) -> LocalFeatures:
+    def item(self, i: int, with_mirrored: bool) -> LocalFeatures:
+        """Item ``i`` decoded into new arrays (nothing refers to the file afterwards)."""
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
-
-        def take(x: np.ndarray) -> np.ndarray:
-            return x[a:b].copy() if copy else x[a:b]
-
+        desc = _unit_rows(self.descriptors[a:b])
         w, h = (int(v) for v in self.sizes[i])
         return LocalFeatures(
-            keypoints=take(self.keypoints),
-            scales=take(self.scales),
-            orientations=take(self.orientations),
-            descriptors=take(self.descriptors),
+            keypoints=self.keypoints[a:b].astype(np.float32),
+            scales=self.scales[a:b].astype(np.float32),
+            orientations=self.orientations[a:b].astype(np.float32),
+            descriptors=desc,
             image_size=(w, h),
-            mirrored=take(self.mirrored()) if with_mirrored else None,
+            mirrored=mirror_sift_descriptors(desc) if with_mirrored else None,
         )
 
 
@@ -221,8 +217,8 @@ class FeatureStore:
     signature with :class:`FeatureStoreError`) or, if ``path`` holds no index, an empty one that is created on
     the first :meth:`add`. ``descriptor_dtype`` ("float16" or "uint8") applies to a new store; an existing
     store keeps its own. The default is uint8 (value * 255): half the bytes of float16 and ~9x faster to load, at a
-    cosine >= 0.9999 to the float32 descriptors (bench/local_features_measure.py). ``cache_shards`` decoded shards
-    are kept in memory for :meth:`get`.
+    cosine >= 0.9999 to the float32 descriptors (bench/local_features_measure.py). ``cache_shards`` checked,
+    memory-mapped shards are kept open for :meth:`get` (decoding is per item).
     """
 
     def __init__(
@@ -362,13 +358,17 @@ class FeatureStore:
         entry = self._shards[number]
         path = self.path / entry["file"]
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size != int(entry["bytes"]):
+                    raise FeatureStoreError(
+                        f"{path}: truncated or overwritten shard ({size} bytes, index says {entry['bytes']})"
+                    )
+                data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # shard files are never rewritten
         except OSError as e:
             raise FeatureStoreError(f"{path}: cannot read shard ({e.strerror or e})") from None
-        if len(data) != int(entry["bytes"]):
-            raise FeatureStoreError(
-                f"{path}: truncated or overwritten shard ({len(data)} bytes, index says {entry['bytes']})"
-            )
+        except ValueError as e:  # an empty file cannot be mapped
+            raise FeatureStoreError(f"{path}: truncated shard ({e})") from None
         if zlib.crc32(data) != int(entry["crc32"]):
             raise FeatureStoreError(f"{path}: corrupt shard (CRC-32 differs from the index)")
         shard = _Shard(path, data, FORMAT_VERSION)
@@ -390,16 +390,16 @@ class FeatureStore:
             number, pos = self._where[item_id]
         except KeyError:
             raise KeyError(f"{item_id!r} not in feature store {self.path}") from None
-        return self._shard(number).item(pos, with_mirrored, copy=True)
+        return self._shard(number).item(pos, with_mirrored)
 
     def load_all(self, with_mirrored: bool = True) -> dict[str, LocalFeatures]:
-        """Every item, id -> features, in insertion order (arrays are views into per-shard arrays)."""
+        """Every item, id -> features, in insertion order."""
         out: dict[str, LocalFeatures] = {}
         for number, entry in enumerate(self._shards):
             shard = self._shard(number)
             for j, item_id in enumerate(entry["ids"]):
-                out[str(item_id)] = shard.item(j, with_mirrored, copy=False)
-            self._decoded.pop(number, None)  # do not keep a second reference to what the caller holds
+                out[str(item_id)] = shard.item(j, with_mirrored)
+            self._decoded.pop(number, None)  # a whole-store read does not fill the shard cache
         return out
 
     def ids(self) -> list[str]:

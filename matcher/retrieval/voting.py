@@ -2,16 +2,29 @@
 keypoint (as the ISC 3rd-place solution did). Catches heavy crops and mosaics that global descriptors miss.
 
 The voter indexes all reference RootSIFT descriptors of a store in faiss (exact below ``exact_below`` vectors,
-IVF-flat above it with 2 sqrt(n) lists, trained on a seeded sample). A reference is a candidate when it gets more
+an IVF index above it with 2 sqrt(n) lists, trained on a seeded sample). The IVF lists hold the vectors as
+``codes`` (:data:`VOTER_CODES`): "flat" float32 (512 bytes per keypoint), "sq8" 8-bit scalar quantised (128
+bytes), "pq32" / "pq64" product quantised with 32 / 64 sub-quantisers of 8 bits (32 / 64 bytes), plus 8 bytes of
+row id per keypoint in every case. The exact index below ``exact_below`` stays float32 whatever ``codes`` says: it
+is at most ~100 MB and exact, and compression only pays at scale. A reference is a candidate when it gets more
 than ``min_votes`` votes; the best ``top`` by votes are returned. Mirrored query descriptors vote as well
 (mirrored copies). It is built from chunks of references (:meth:`KeypointVoter.from_chunks`: three passes, so only
 one chunk and the training sample are held besides the index), grows by :meth:`~KeypointVoter.add` without
 retraining, and is saved next to a reference index (:meth:`~KeypointVoter.save`, faiss' own file format plus a
 JSON file; never a pickle) so a query process loads it instead of rebuilding it.
-Memory: 512 bytes per reference keypoint (float32), about 0.5 GB per 1,000 references at 1,024 keypoints.
+
+Files: the JSON records the faiss file's size, CRC-32 and its state on disk when saved (device, inode, size,
+mtime, ctime). :meth:`~KeypointVoter.load` refuses a file of another size, and reads the whole file to check its
+CRC-32 unless its state is one already verified (the saved one, or one recorded in ``verified.json`` by an
+earlier load), so a truncated or tampered file is refused by name (:class:`VoterFileError`) at the cost of one
+read per file state (~2 GB/s). ``mmap=True`` memory-maps the file (faiss ``IO_FLAG_MMAP``): the inverted lists
+stay in the page cache, shared by every process querying the same index; such a voter is read-only
+(:meth:`~KeypointVoter.add` copies it into memory first).
+Memory (flat codes): 512 bytes per reference keypoint, about 0.5 GB per 1,000 references at 1,024 keypoints.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -23,16 +36,48 @@ import faiss
 import numpy as np
 
 from matcher.local.types import LocalFeatures
-from matcher.retrieval.index import RowExclusion
+from matcher.retrieval.index import MMAP_FLAGS, RowExclusion, file_crc32, in_memory
 
-__all__ = ["VOTER_FORMAT", "KeypointVoter", "VoterFileError", "count_votes"]
+__all__ = ["VOTER_CODES", "VOTER_FORMAT", "KeypointVoter", "VoterCorruptError", "VoterFileError", "count_votes",
+           "file_state"]
 
 VOTER_FORMAT = "icd-keypoint-voter/1"
+VOTER_CODES = ("flat", "sq8", "pq32", "pq64")  # how the IVF lists hold the reference keypoints (see above)
 _META = "voter.json"
+_VERIFIED = "verified.json"
 
 
 class VoterFileError(ValueError):
     """A saved voter that is missing, unreadable or does not fit what it is loaded for."""
+
+
+class VoterCorruptError(VoterFileError):
+    """A saved voter whose faiss file was truncated or changed since it was saved (size or CRC-32 differ)."""
+
+
+def file_state(path: str | os.PathLike[str]) -> list[int]:
+    """[device, inode, size, mtime ns, ctime ns] of a file: any write to it (or a copy elsewhere) changes it."""
+    st = os.stat(path)
+    return [int(st.st_dev), int(st.st_ino), int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns)]
+
+
+def _check_codes(codes: str) -> str:
+    if codes not in VOTER_CODES:
+        raise ValueError(f"voter codes must be one of {', '.join(VOTER_CODES)}; got {codes!r}")
+    return codes
+
+
+def _ivf(dim: int, nlist: int, codes: str) -> tuple[faiss.IndexIVF, faiss.Index]:
+    """An empty IVF index over L2 holding ``codes`` and its coarse quantizer (kept alive by the caller)."""
+    quantizer = faiss.IndexFlatL2(dim)
+    if codes == "flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist)
+    elif codes == "sq8":
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit)
+    else:
+        m = int(codes[2:])
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8)
+    return index, quantizer
 
 
 def count_votes(owner: np.ndarray, nn: np.ndarray, n_refs: int) -> np.ndarray:
@@ -55,10 +100,13 @@ class KeypointVoter:
     Build one with :meth:`from_features` (a list in memory) or :meth:`from_chunks` (a stream of chunks)."""
 
     def __init__(self, index: faiss.Index, sizes: np.ndarray, *, trained_on: int = 0, exact_below: int = 200_000,
-                 nprobe: int = 8, seed: int = 0) -> None:
+                 nprobe: int = 8, seed: int = 0, codes: str = "flat", mapped: bool = False) -> None:
         """``index`` holds ``sizes.sum()`` vectors, ``sizes[i]`` of reference row i in order; ``trained_on``: the
-        vector count an IVF was trained for (0 = exact index)."""
+        vector count an IVF was trained for (0 = exact index); ``codes``: the setting it was built for (an exact
+        index is float32 whatever it says); ``mapped``: its lists are memory-mapped (read-only)."""
         self.index = index
+        self.codes = _check_codes(codes)
+        self.mapped = bool(mapped)
         self.sizes = np.asarray(sizes, np.int64)
         self.owner = np.repeat(np.arange(len(self.sizes), dtype=np.int64), self.sizes)
         self.trained_on = int(trained_on)
@@ -70,15 +118,16 @@ class KeypointVoter:
 
     @classmethod
     def from_features(cls, features: Sequence[LocalFeatures], *, exact_below: int = 200_000, nprobe: int = 8,
-                      seed: int = 0) -> KeypointVoter:
+                      seed: int = 0, codes: str = "flat") -> KeypointVoter:
         """Build over ``features`` (reference rows in order)."""
-        return cls.from_chunks(lambda: [features], exact_below=exact_below, nprobe=nprobe, seed=seed)
+        return cls.from_chunks(lambda: [features], exact_below=exact_below, nprobe=nprobe, seed=seed, codes=codes)
 
     @classmethod
     def from_chunks(cls, chunks: Callable[[], Iterable[Sequence[LocalFeatures]]], *, exact_below: int = 200_000,
-                    nprobe: int = 8, seed: int = 0) -> KeypointVoter:
+                    nprobe: int = 8, seed: int = 0, codes: str = "flat") -> KeypointVoter:
         """Build over the references yielded, in row order, by ``chunks()`` (called up to three times: sizes,
-        training sample, adding). Exact search below ``exact_below`` vectors, else IVF-flat (seeded)."""
+        training sample, adding). Exact search below ``exact_below`` vectors, else IVF with ``codes`` (seeded)."""
+        _check_codes(codes)
         sizes, dim = [], 128
         for chunk in chunks():
             for f in chunk:
@@ -88,23 +137,26 @@ class KeypointVoter:
         total = int(sum(sizes))
         if total < exact_below:
             voter = cls(faiss.IndexFlatL2(dim), np.zeros(0, np.int64), exact_below=exact_below, nprobe=nprobe,
-                        seed=seed)
+                        seed=seed, codes=codes)
         else:
             # 2 sqrt(n) lists, trained on 40 points per list for 10 k-means rounds: the training cost grows as
-            # n (not n^1.5 x 25 rounds as with faiss' defaults), ~1 min at 10k references on 2 cores
+            # n (not n^1.5 x 25 rounds as with faiss' defaults), ~1 min at 10k references on 2 cores. The same
+            # sample trains the codes: PQ's 256 centroids per sub-quantiser need ~10k points (39 each), and the
+            # sample holds 80 sqrt(n) >= 35k points past the exact_below default (200k vectors)
             nlist = int(2 * np.sqrt(total))
             pick = np.random.default_rng(seed).choice(total, size=min(total, 40 * nlist), replace=False)
             order = np.argsort(pick)
             sample = np.zeros((len(pick), dim), np.float32)
             sample[order] = cls._gather(chunks, pick[order], dim)
-            quantizer = faiss.IndexFlatL2(dim)
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist)
+            index, quantizer = _ivf(dim, nlist, codes)
             index.cp.seed = seed
             index.cp.niter = 10
             index.cp.max_points_per_centroid = 40
+            if isinstance(index, faiss.IndexIVFPQ):
+                index.pq.cp.seed = seed
             index.train(sample)
             voter = cls(index, np.zeros(0, np.int64), trained_on=total, exact_below=exact_below, nprobe=nprobe,
-                        seed=seed)
+                        seed=seed, codes=codes)
             voter._quantizer = quantizer  # keep it alive with the index
         for chunk in chunks():
             voter.add(chunk)
@@ -122,7 +174,13 @@ class KeypointVoter:
         return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
     def add(self, features: Sequence[LocalFeatures]) -> None:
-        """Append references (the next rows) without retraining."""
+        """Append references (the next rows) without retraining (a memory-mapped voter is copied into memory
+        first: faiss cannot add to mapped lists)."""
+        if self.mapped and features:
+            self.index = in_memory(self.index)
+            if isinstance(self.index, faiss.IndexIVF):
+                self.index.nprobe = self.nprobe
+            self.mapped = False
         dim = int(self.index.d)
         d = _descriptors(features, dim)
         sizes = np.array([f.n for f in features], np.int64)
@@ -174,26 +232,34 @@ class KeypointVoter:
 
     # ------------------------------------------------------------------------------------------------ files
     def save(self, folder: str | os.PathLike[str], **meta: Any) -> None:
-        """Write into ``folder``: a new faiss file, then ``voter.json`` naming it (atomic rename), then remove
-        older faiss files; a crash leaves the previous voter or the new one, never a mix. ``meta``: extra JSON
-        fields the owner checks on :meth:`load` (e.g. which references the rows are)."""
+        """Write into ``folder``: a new faiss file, then ``voter.json`` naming it with its size, CRC-32 and file state
+        (atomic rename), then remove older faiss files; a crash leaves the previous voter or the new one, never a
+        mix. ``meta``: extra JSON fields the owner checks on :meth:`load` (e.g. which references the rows are).
+        OSError when the folder cannot be written (e.g. a read-only medium)."""
         from matcher.io.atomic import atomic_write_text
 
         p = Path(folder)
         p.mkdir(parents=True, exist_ok=True)
         name = f"voter-{uuid.uuid4().hex[:12]}.faiss"
         tmp = p / f".{name}.tmp"
-        faiss.write_index(self.index, str(tmp))
+        try:
+            faiss.write_index(self.index, str(tmp))
+        except RuntimeError as exc:  # faiss reports a failed write as a RuntimeError
+            tmp.unlink(missing_ok=True)
+            raise OSError(f"{tmp}: cannot write the keypoint voter ({str(exc).splitlines()[0]})") from None
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        crc = file_crc32(tmp)
         os.replace(tmp, p / name)
         data = {**meta, "format": VOTER_FORMAT, "faiss": name, "bytes": (p / name).stat().st_size,
-                "vectors": len(self), "sizes": self.sizes.tolist(), "trained_on": self.trained_on,
-                "exact_below": self.exact_below, "seed": self.seed}
+                "crc32": crc, "state": file_state(p / name), "vectors": len(self), "sizes": self.sizes.tolist(),
+                "trained_on": self.trained_on, "exact_below": self.exact_below, "seed": self.seed,
+                "codes": self.codes}
         atomic_write_text(p / _META, json.dumps(data) + "\n")
         for old in [*p.glob("voter-*.faiss"), *p.glob(".voter-*.tmp")]:  # older voters, a crashed save's rest
             if old.name != name:
                 old.unlink(missing_ok=True)
+        (p / _VERIFIED).unlink(missing_ok=True)
 
     @staticmethod
     def read_meta(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -209,22 +275,66 @@ class KeypointVoter:
             raise VoterFileError(f"{p}: not an {VOTER_FORMAT} file")
         return data
 
+    @staticmethod
+    def verify_file(folder: str | os.PathLike[str], meta: dict[str, Any], *, always: bool = False) -> None:
+        """Refuse (:class:`VoterCorruptError`, naming the file) a saved voter's faiss file whose size or CRC-32 is
+        not the one ``meta`` records. The CRC-32 is computed (a full read) unless the file's state on disk is one
+        already verified: the state recorded at save, or one recorded in ``verified.json`` by an earlier check
+        (written when the folder allows; a read-only medium verifies on every load). ``always``: compute it
+        anyway. A voter saved before checksums were recorded is checked for size only."""
+        p = Path(folder)
+        f = p / str(meta["faiss"])
+        if f.parent != p:
+            raise VoterFileError(f"{f}: not a file of {p}")
+        try:
+            state = file_state(f)
+        except OSError as exc:
+            raise VoterCorruptError(f"{f}: missing or unreadable keypoint voter ({exc.strerror or exc})") from None
+        if state[2] != int(meta["bytes"]):
+            raise VoterCorruptError(f"{f}: truncated or overwritten keypoint voter ({state[2]} bytes, {_META} says "
+                                    f"{int(meta['bytes'])})")
+        if "crc32" not in meta:
+            return
+        verified = [meta.get("state")]
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            rec = json.loads((p / _VERIFIED).read_text(encoding="utf-8"))
+            if rec.get("faiss") == meta["faiss"] and rec.get("crc32") == meta["crc32"]:
+                verified.append(rec.get("state"))
+        if not always and state in verified:
+            return
+        try:
+            crc = file_crc32(f)
+        except OSError as exc:
+            raise VoterCorruptError(f"{f}: unreadable keypoint voter ({exc.strerror or exc})") from None
+        if crc != int(meta["crc32"]):
+            raise VoterCorruptError(f"{f}: corrupt keypoint voter (CRC-32 {crc:08x}, {_META} says "
+                                    f"{int(meta['crc32']):08x}): it was changed after it was saved")
+        if state not in verified:  # remember this state (best effort: a read-only medium checks every time)
+            from matcher.io.atomic import atomic_write_text
+
+            with contextlib.suppress(OSError):
+                atomic_write_text(p / _VERIFIED, json.dumps({"faiss": meta["faiss"], "crc32": meta["crc32"],
+                                                             "state": state}) + "\n")
+
     @classmethod
-    def load(cls, folder: str | os.PathLike[str], *, nprobe: int = 8) -> KeypointVoter:
-        """Read a voter written by :meth:`save`; :class:`VoterFileError` when missing, truncated or inconsistent."""
+    def load(cls, folder: str | os.PathLike[str], *, nprobe: int = 8, mmap: bool = False,
+             verify: bool = False) -> KeypointVoter:
+        """Read a voter written by :meth:`save`; :class:`VoterFileError` when missing, truncated, tampered with
+        (:class:`VoterCorruptError`, see :meth:`verify_file`; ``verify`` computes the CRC-32 whatever the file
+        state) or inconsistent. ``mmap``: memory-map the faiss file (shared pages, read-only voter)."""
         p = Path(folder)
         meta = cls.read_meta(p)
         try:
             f = p / str(meta["faiss"])
             sizes = np.asarray(meta["sizes"], np.int64).reshape(-1)
-            if f.parent != p or f.stat().st_size != int(meta["bytes"]):
-                raise VoterFileError(f"{f}: missing or of the wrong size")
-            index = faiss.read_index(str(f))
+            cls.verify_file(p, meta, always=verify)
+            index = faiss.read_index(str(f), MMAP_FLAGS if mmap else 0)
             if int(index.ntotal) != int(sizes.sum()) or int(index.ntotal) != int(meta["vectors"]):
-                raise VoterFileError(f"{f}: holds {index.ntotal} vectors, {_META} says {int(sizes.sum())}")
+                raise VoterCorruptError(f"{f}: holds {index.ntotal} vectors, {_META} says {int(sizes.sum())}")
             return cls(index, sizes, trained_on=int(meta["trained_on"]), exact_below=int(meta["exact_below"]),
-                       nprobe=nprobe, seed=int(meta["seed"]))
+                       nprobe=nprobe, seed=int(meta["seed"]), codes=str(meta.get("codes", "flat")), mapped=mmap)
         except VoterFileError:
             raise
         except (KeyError, TypeError, ValueError, OSError, RuntimeError) as exc:
-            raise VoterFileError(f"{p}: unusable keypoint voter ({exc})") from None
+            raise VoterFileError(f"{p}: unusable keypoint voter ({str(exc).splitlines()[0] if str(exc) else exc!r})"
+                                 ) from None

@@ -398,3 +398,168 @@ def test_thumbnails_kept_for_the_dense_check(built, tmp_path):
         (dup / "again.jpg").write_bytes(next(refs.glob("*.jpg")).read_bytes())  # stored content, a new id
         assert store.add_references(dup, progress=False).added == 1
         assert store.thumbnails([N_REFS]) == [None]  # the copied row has no thumbnail to copy
+
+
+# --------------------------------------------------------------------------------------------------- faults, media
+def _flip_byte(path: Path) -> None:
+    """Change one byte in the middle of ``path`` (same size), after a pause: a coarse file-system clock then gives
+    the write another mtime / ctime than the save had."""
+    time.sleep(0.05)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_tampered_voter_is_reported_and_rebuilt(built, tmp_path, caplog):
+    from matcher.retrieval.voting import KeypointVoter
+
+    idx = _copy(built[1], tmp_path)
+    meta = KeypointVoter.read_meta(idx / "voter")
+    with IndexStore.open(idx) as store:
+        sound = [store.keypoint_voter().vote(f, top=3) for f in store.local_features([1, 7])]
+    _flip_byte(idx / "voter" / meta["faiss"])
+    with caplog.at_level("WARNING"), IndexStore.open(idx) as store:
+        v = store.keypoint_voter()  # refused by name, rebuilt from the feature store, same votes
+        assert [v.vote(f, top=3) for f in store.local_features([1, 7])] == sound
+    assert f"{meta['faiss']}: corrupt keypoint voter" in caplog.text and "rebuilding it" in caplog.text
+    meta2 = KeypointVoter.read_meta(idx / "voter")  # and replaced on disk (the folder is writable)
+    assert meta2["faiss"] != meta["faiss"] and [p.name for p in (idx / "voter").glob("*.faiss")] == [meta2["faiss"]]
+    KeypointVoter.load(idx / "voter", verify=True)
+    (idx / "voter" / meta2["faiss"]).write_bytes(b"")  # truncated: the same
+    caplog.clear()
+    with caplog.at_level("WARNING"), IndexStore.open(idx) as store:
+        assert store.keypoint_voter().n_refs == N_REFS
+    assert f"{meta2['faiss']}: truncated or overwritten keypoint voter" in caplog.text
+
+
+def test_voter_codes_setting_rebuilds_the_saved_voter(built, tmp_path, monkeypatch):
+    from matcher.retrieval.voting import KeypointVoter
+
+    idx = _copy(built[1], tmp_path)
+    shutil.rmtree(idx / "voter")
+    real = KeypointVoter.from_chunks.__func__
+    built_ = []
+
+    def ivf(cls, *a, **k):  # an IVF voter on this small index (the default keeps it exact below 200k vectors)
+        built_.append(k["codes"])
+        return real(cls, *a, **{**k, "exact_below": 10})
+
+    monkeypatch.setattr(KeypointVoter, "from_chunks", classmethod(ivf))
+    with IndexStore.open(idx) as store:
+        assert store.keypoint_voter().codes == "flat" and built_ == ["flat"]
+    for codes, builds in (("pq32", ["flat", "pq32"]), ("pq32", ["flat", "pq32"])):  # rebuilt once, then loaded
+        config = MatcherConfig.make(pipeline={**CONFIG_OVERRIDES["pipeline"], "voting_codes": codes})
+        with IndexStore.open(idx, config) as store:
+            v = store.keypoint_voter()
+            assert v.codes == codes and built_ == builds and type(v.index).__name__ == "IndexIVFPQ"
+            assert v.vote(store.local_features([4])[0], top=1)[0][0] == 4
+    assert built_ == ["flat", "pq32"] and v.mapped
+    assert KeypointVoter.read_meta(idx / "voter")["codes"] == "pq32"
+
+
+def test_tampered_feature_shard_is_refused_by_name(built, tmp_path):
+    from matcher.references.features import FeatureStoreError
+
+    idx = _copy(built[1], tmp_path)
+    shard = min((idx / "local").glob("shard-*.bin"))
+    _flip_byte(shard)
+    with IndexStore.open(idx) as store:
+        assert store.local_features([N_REFS - 1])  # other shards are still read
+        with pytest.raises(FeatureStoreError, match=f"{shard.name}: corrupt shard"):
+            store.local_features([0])
+    shard.write_bytes(shard.read_bytes()[:-7])
+    with IndexStore.open(idx) as store, pytest.raises(FeatureStoreError, match=f"{shard.name}: truncated"):
+        store.local_features([0])
+
+
+def test_tampered_global_index_is_reported_and_rebuilt(built, tmp_path, caplog):
+    idx = _copy(built[1], tmp_path)
+    with IndexStore.open(idx) as store:
+        q = store.global_descriptors()[:3]
+        sound = store.global_index.search(q, 5).rows
+    _flip_byte(idx / "global" / "index.faiss")
+    with caplog.at_level("WARNING"), IndexStore.open(idx) as store:
+        assert np.array_equal(store.global_index.search(q, 5).rows, sound)
+    assert "index.faiss: corrupt global index" in caplog.text
+    assert len(ReferenceIndex.load(idx / "global")) == N_REFS  # saved again, sound
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under ``folder`` but SQLite's WAL files (which an emulated read-only folder
+    cannot keep SQLite from making; a real read-only medium refuses them, see the mount test)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+            if not p.name.endswith(("-shm", "-wal"))}
+
+
+def test_read_only_index_can_be_queried(built, tmp_path, monkeypatch):
+    """A read-only medium, emulated (the tests run as root, whom chmod does not stop): the folder reports itself
+    not writable (os.access, as on a read-only file system) and every write under it fails with EROFS. Queries
+    work, an out-of-date global index and voter are rebuilt in memory, and nothing is written."""
+    import builtins
+    import errno
+
+    idx = _copy(built[1], tmp_path)
+    shutil.rmtree(idx / "global")  # both out of date: rebuilt in memory only
+    shutil.rmtree(idx / "voter")
+    (idx / "write.lock").unlink(missing_ok=True)
+    before = _snapshot(idx)
+    root = str(idx)
+
+    def erofs(path: object) -> OSError:
+        return OSError(errno.EROFS, "Read-only file system", str(path))
+
+    real_access, real_open, real_os_open = os.access, builtins.open, os.open
+
+    def access(path, mode, *a, **k):
+        if str(path).startswith(root) and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *a, **k)
+
+    def fake_open(file, mode="r", *a, **k):
+        if str(file).startswith(root) and any(c in mode for c in "wax+"):
+            raise erofs(file)
+        return real_open(file, mode, *a, **k)
+
+    def fake_os_open(path, flags, *a, **k):
+        if str(path).startswith(root) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise erofs(path)
+        return real_os_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "open", fake_os_open)
+    with IndexStore.open(idx) as store:
+        assert not store.writable
+        q = store.global_descriptors()[:2]
+        assert store.global_index.search(q, 1).rows[:, 0].tolist() == [0, 1]
+        assert store.keypoint_voter().vote(store.local_features([3])[0], top=1)[0][0] == 3
+        with pytest.raises((IndexStoreError, OSError)):
+            store.add_references(built[0], progress=False)
+    assert _snapshot(idx) == before
+
+
+def test_read_only_mount_can_be_queried(built, tmp_path):
+    """The real thing where this machine allows a read-only bind mount (root with CAP_SYS_ADMIN; skipped
+    elsewhere): ``icd match --index`` on the mounted copy writes nothing and finds the copies."""
+    idx = _copy(built[1], tmp_path)
+    (idx / "write.lock").unlink(missing_ok=True)
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    mount = subprocess.run(["mount", "--bind", "-o", "ro", str(idx), str(mnt)], check=False, capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip("no read-only bind mount here (needs root and CAP_SYS_ADMIN)")
+    try:
+        assert not os.access(mnt, os.W_OK)
+        before = _snapshot(mnt)
+        queries = tmp_path / "q"
+        queries.mkdir()
+        for p in sorted(built[0].glob("*.jpg"))[:2]:
+            im = np.asarray(Image.open(p))
+            Image.fromarray(im[10:-10, 10:-10]).save(queries / f"q_{p.stem}.jpg", quality=90)
+        out = tmp_path / "out.csv"
+        assert main(["-q", "match", "--queries", str(queries), "--index", str(mnt), "--output", str(out)]) == 0
+        rows = list(csv.reader(out.open()))
+        assert {(r[0], r[1]) for r in rows[1:] if float(r[2]) > 0.5} >= {("q_r00", "r00"), ("q_r01", "r01")}
+        assert _snapshot(mnt) == before and not list(mnt.glob('*-shm'))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)  # lazy: mapped files may still be open

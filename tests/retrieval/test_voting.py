@@ -2,13 +2,15 @@
 grown voters agreeing with one build, and saving / loading."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from matcher.benchmark.demo_photos import demo_photo
 from matcher.config import MatcherConfig
 from matcher.local.engine import LocalEngine
-from matcher.retrieval.voting import KeypointVoter, VoterFileError, count_votes
+from matcher.retrieval.voting import KeypointVoter, VoterCorruptError, VoterFileError, count_votes, file_state
 
 
 def test_count_votes_matches_a_loop():
@@ -91,5 +93,58 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
         KeypointVoter.load(tmp_path / "nothing")
     f = next((tmp_path / "v0").glob("voter-*.faiss"))
     f.write_bytes(f.read_bytes()[:100])  # truncated
-    with pytest.raises(VoterFileError, match="wrong size"):
+    with pytest.raises(VoterCorruptError, match=f"{f.name}: truncated or overwritten"):
         KeypointVoter.load(tmp_path / "v0")
+
+
+# --------------------------------------------------------------------------------------------------- codes, files
+@pytest.mark.parametrize("codes, kind, code_size", [("flat", "IndexIVFFlat", 512), ("sq8", "IndexIVFScalarQuantizer", 128),
+                                                   ("pq32", "IndexIVFPQ", 32), ("pq64", "IndexIVFPQ", 64)])
+def test_codes_vote_save_and_map(tmp_path, codes, kind, code_size):
+    feats, engine = _feats()
+    q = engine.query_features(demo_photo("coffee")[40:300, 60:400]).features[0]
+    voter = KeypointVoter.from_features(feats, exact_below=10, nprobe=64, codes=codes)
+    assert type(voter.index).__name__ == kind and voter.index.code_size == code_size and voter.codes == codes
+    assert voter.vote(q, top=1)[0][0] == 1
+    voter.save(tmp_path)
+    meta = KeypointVoter.read_meta(tmp_path)
+    assert meta["codes"] == codes and meta["crc32"] > 0 and len(meta["state"]) == 5
+    mapped = KeypointVoter.load(tmp_path, nprobe=64, mmap=True)
+    assert mapped.mapped and mapped.codes == codes and mapped.vote(q, top=4) == voter.vote(q, top=4)
+    mapped.add(feats[:1])  # a mapped voter is copied into memory before it grows (faiss would abort)
+    assert not mapped.mapped and mapped.n_refs == len(feats) + 1 and len(mapped) == len(voter) + feats[0].n
+    exact = KeypointVoter.from_features(feats, codes=codes)  # below exact_below: float32 whatever the codes
+    assert type(exact.index).__name__ == "IndexFlatL2"
+    exact.save(tmp_path / "exact")
+    back = KeypointVoter.load(tmp_path / "exact", mmap=True)
+    back.add(feats[:1])
+    assert len(back) == len(exact) + feats[0].n and back.vote(q, top=1)[0][0] == 1
+    with pytest.raises(ValueError, match="voter codes must be one of"):
+        KeypointVoter.from_features(feats, codes="pq7")
+
+
+def test_tampered_voter_file_is_refused_by_name(tmp_path):
+    import os
+    import time
+
+    feats, _ = _feats()
+    voter = KeypointVoter.from_features(feats, exact_below=10, nprobe=64, codes="sq8")
+    voter.save(tmp_path)
+    meta = KeypointVoter.read_meta(tmp_path)
+    f = tmp_path / meta["faiss"]
+    KeypointVoter.load(tmp_path)  # the state recorded at save: no full read
+    time.sleep(0.05)  # coarse file-system clocks: let the write below get another mtime / ctime
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte changed
+    f.write_bytes(bytes(data))
+    with pytest.raises(VoterCorruptError, match=f"{f.name}: corrupt keypoint voter \\(CRC-32"):
+        KeypointVoter.load(tmp_path)
+    st = os.stat(f)
+    data[len(data) // 2] ^= 0xFF  # put back, and a copy elsewhere (another file state) is verified once
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    KeypointVoter.load(tmp_path)
+    assert json.loads((tmp_path / "verified.json").read_text())["state"] == list(file_state(f))
+    with pytest.raises(VoterCorruptError, match="truncated or overwritten"):
+        f.write_bytes(bytes(data[:-10]))
+        KeypointVoter.load(tmp_path)

@@ -6,6 +6,13 @@ from the stored descriptors (and saved when no other process is writing), so a c
 use. The crop index is built in memory on first use. Local features come from the feature store through an
 in-memory LRU. The keypoint voter is read and kept up to date by :mod:`matcher.references.disk.voter`.
 
+Memory-mapped where it pays: the saved global index and the keypoint voter are read with faiss' mmap flag and
+the feature store's shards are mapped, so processes querying one index share those pages (page cache) instead of
+each holding a copy; what each process holds privately is the decoded-feature LRU, the global descriptors and the
+crop index. On a medium this process cannot write (``writable`` False: a read-only file system or folder) nothing
+is written: the database is opened read-only, and an index that is out of date (a rebuilt global index or voter)
+is kept in memory only.
+
 Removed references (``icd index --remove``) keep their rows (a row is a faiss row in every index of the folder)
 but leave every search: the global index, the crop index and the keypoint voter skip them through faiss ID
 selectors (:class:`~matcher.retrieval.index.RowExclusion`), and their ids are free to be indexed again.
@@ -16,6 +23,8 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -47,6 +56,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from matcher.retrieval.voting import KeypointVoter
 
 __all__ = ["DEFAULT_CACHE_BYTES", "IndexReader", "RegionIndex"]
+
+_LOG = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 512 << 20  # in-memory LRU of decoded local features, bytes
 
@@ -90,6 +101,7 @@ class IndexReader:
 
         self.path = path
         self.config = config
+        self.writable = os.access(path, os.W_OK)  # False on a read-only medium (EROFS) or folder: never write
         self._con = con
         self._db_lock = threading.RLock()
         self._features_lock = threading.Lock()
@@ -199,16 +211,20 @@ class IndexReader:
         """The saved faiss index if it agrees with the refs table, else one rebuilt from the stored descriptors."""
         model, sha, dim = self._meta()
         removed = self._removed.rows
-        with contextlib.suppress(ReferenceIndexError, OSError, ValueError, RuntimeError, KeyError):
-            gi = ReferenceIndex.load(self.path / GLOBAL_DIR)
-            if gi.ids == self._ids and gi.meta.get("model") == model and gi.meta.get("model_hash") == sha \
-                    and gi.dim == dim and np.isin(gi.removed.rows, removed).all():
-                extra = np.setdiff1d(removed, gi.removed.rows)
-                self._global_dirty = len(extra) > 0
-                if len(extra):  # removed since it was saved (by a process that could not save it)
-                    gi.remove(extra.tolist())
-                    self._save_global_if_free(gi)
-                return gi
+        gi = None
+        try:
+            gi = ReferenceIndex.load(self.path / GLOBAL_DIR, mmap=not self._lock_depth)
+        except (ReferenceIndexError, OSError, ValueError, RuntimeError, KeyError) as e:
+            if (self.path / GLOBAL_DIR).exists():
+                _LOG.warning("rebuilding the global index from the database: %s", e)
+        if gi is not None and gi.ids == self._ids and gi.meta.get("model") == model \
+                and gi.meta.get("model_hash") == sha and gi.dim == dim and np.isin(gi.removed.rows, removed).all():
+            extra = np.setdiff1d(removed, gi.removed.rows)
+            self._global_dirty = len(extra) > 0
+            if len(extra):  # removed since it was saved (by a process that could not save it)
+                gi.remove(extra.tolist())
+                self._save_global_if_free(gi)
+            return gi
         gi = ReferenceIndex.from_rows(dim, model, sha, self.config.descriptor, self._ids, self.global_descriptors(),
                                       removed.tolist())
         self._global_dirty = True
@@ -217,8 +233,8 @@ class IndexReader:
 
     def _save_global_if_free(self, gi: ReferenceIndex) -> None:
         """Write the rebuilt index when no other process is writing (else keep it in memory only)."""
-        if self._lock_depth:
-            return  # saved at the end of the job
+        if self._lock_depth or not self.writable:
+            return  # saved at the end of the job; never on a read-only medium
         with contextlib.suppress(IndexStoreError, OSError), write_lock(self.path, ""):
             gi.save(self.path / GLOBAL_DIR)
             self._global_dirty = False

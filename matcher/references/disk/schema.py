@@ -196,15 +196,20 @@ def create_database(folder: Path, info: dict[str, Any]) -> None:
 def connect(db: Path, format_name: str = FORMAT_NAME, format_version: int = FORMAT_VERSION,
             ) -> tuple[sqlite3.Connection, dict[str, Any]]:
     """Open an index database (WAL journal where the medium allows it) and read its ``info``;
-    :class:`IndexStoreError` naming the file when it is not an index of this format version or is corrupt."""
+    :class:`IndexStoreError` naming the file when it is not an index of this format version or is corrupt. In a
+    folder this process cannot write (a read-only medium) the database is opened read-only and nothing is written
+    (:func:`_connect_read_only`)."""
+    read_only = not os.access(db.parent, os.W_OK)
     try:
-        con = sqlite3.connect(db, timeout=30.0, isolation_level=None, check_same_thread=False)
+        con = _connect_read_only(db) if read_only else sqlite3.connect(db, timeout=30.0, isolation_level=None,
+                                                                      check_same_thread=False)
     except sqlite3.Error as e:
         raise IndexStoreError(f"{db}: cannot open the index database ({e})") from None
     try:
-        with contextlib.suppress(sqlite3.OperationalError):  # read-only media: keep the default journal
-            con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash never loses a commit
+        if not read_only:
+            with contextlib.suppress(sqlite3.OperationalError):  # read-only media: keep the default journal
+                con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash never loses a commit
         raw = dict(con.execute("SELECT key, value FROM info").fetchall())
     except sqlite3.DatabaseError as e:
         con.close()
@@ -224,6 +229,24 @@ def connect(db: Path, format_name: str = FORMAT_NAME, format_version: int = FORM
         raise IndexStoreError(f"{db}: index format version {v} was written by {age} icd-matcher; this build "
                               f"reads version {format_version} - rebuild the index")
     return con, info
+
+
+def _connect_read_only(db: Path) -> sqlite3.Connection:
+    """A read-only connection to ``db`` in a folder this process cannot write: ``mode=ro`` (sees a writer's commits
+    when one is at work, through its WAL files), else, when SQLite cannot open it so (a WAL database whose
+    ``-shm`` file cannot be created: a read-only medium, where no writer can be), ``immutable=1``."""
+    uri = db.resolve().as_uri()
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        con = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=30.0, isolation_level=None,
+                              check_same_thread=False)
+        try:
+            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return con
+        except sqlite3.OperationalError:
+            con.close()
+            if query != "mode=ro":
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def count_rows(con: sqlite3.Connection) -> tuple[int, int, int]:
