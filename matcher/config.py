@@ -112,8 +112,6 @@ class PipelineConfig:
     voting_candidates: int = 10  # extra candidates per query from keypoint votes
     voting_codes: str = "flat"  # how the voter's IVF lists hold reference keypoints: "flat" (float32, 512 bytes per
     # keypoint), "sq8" (128), "pq32" (32) or "pq64" (64); plus 8 bytes of id each (matcher/retrieval/voting.py)
-    voting_codes: str = "flat"  # how the voter's IVF lists hold reference keypoints: "flat" (float32, 512 bytes per
-    # keypoint), "sq8" (128), "pq32" (32) or "pq64" (64); plus 8 bytes of id each (matcher/retrieval/voting.py)
     voting_keypoints: int = 0  # the query's strongest this many keypoints vote (0 = all; bench/voting_budget.py)
     fusion_weights: str = ""  # fusion model (JSON); "" = the shipped weights/fusion.json
 
