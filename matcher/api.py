@@ -86,12 +86,15 @@ class Matcher:
         (q,) = p.describe_queries([("query", self._image(query))])
         return p.match(q, store)[0]
 
-    def index(self, references: Any, path: str | os.PathLike[str], *, progress: bool = False) -> Any:
+    def index(self, references: Any, path: str | os.PathLike[str], *, progress: bool = False,
+              ray: str | None = None) -> Any:
         """Add reference pictures to the on-disk index at ``path`` (created if needed). ``references``: a folder
         or a list of files (ids = file stems), or pictures in memory with ids: ``{id: picture}`` or
         ``[(id, picture), ...]`` where a picture is encoded bytes, a numpy array, a PIL image or a path
         (:mod:`matcher.io.inputs`). Already indexed (id, content) pairs are counted, not redone. Returns the job
-        summary (``.added``, ``.already``, ``.skipped``)."""
+        summary (``.added``, ``.already``, ``.skipped``). ``ray``: describe the references on a Ray cluster
+        (``"local"``, ``"auto"`` or ``"HOST:PORT"``; needs ``icd-matcher[ray]``; pictures in memory are described
+        here), this process writing the index: the same index as without it."""
         from matcher.io.inputs import is_in_memory
         from matcher.references.disk.store import IndexStore
 
@@ -100,7 +103,12 @@ class Matcher:
             if is_in_memory(references):
                 return store.add_images(references, progress=progress)
             src = references if isinstance(references, (str, os.PathLike)) else [Path(p) for p in references]
-            return store.add_references(src, progress=progress)
+            if ray is None:
+                return store.add_references(src, progress=progress)
+            from matcher.cluster.jobs import cluster_describer
+
+            with cluster_describer(store, src, address=ray, progress=progress) as describe:
+                return store.add_references(src, progress=progress, describe=describe)
 
     def remove(self, ids: str | Iterable[str], *, index: str | os.PathLike[str]) -> Any:
         """Remove references ``ids`` (one id or several) from the on-disk ``index``: no rebuild, never returned
@@ -112,13 +120,14 @@ class Matcher:
 
     def match(self, queries: Any, *, index: str | os.PathLike[str] | None = None,
               references: Any = None, top_k: int | None = None,
-              min_score: float | None = None, progress: bool = False) -> MatchRows:
+              min_score: float | None = None, progress: bool = False, ray: str | None = None) -> MatchRows:
         """Match queries (a folder, a list of files, one image path, or pictures in memory with ids as
         :meth:`index` takes them) against ``index`` (a folder made by :meth:`index`) or ``references`` (a folder
         or pictures in memory, indexed for this call into a temporary folder: the same path as ``icd match
         --references``). Returns the best ``top_k`` (default ``config.top_k``) rows per query scoring at
         least ``min_score`` (None: all of them), best first; unreadable query and reference files are listed in
-        ``.skipped``."""
+        ``.skipped``. ``ray``: run on a Ray cluster (``"local"``, ``"auto"`` or ``"HOST:PORT"``; needs
+        ``icd-matcher[ray]``; the index folder at the same path on every node): the same rows."""
         from matcher.pipeline.batch import match_queries
         from matcher.references.open import open_references
 
@@ -126,6 +135,8 @@ class Matcher:
         k = self.config.top_k if top_k is None else int(top_k)
         if index is None and references is None:
             raise ValueError("give index= (a folder made by Matcher.index) or references= (a folder)")
+        if ray is not None:
+            return self._match_on_cluster(queries, index, references, k, min_score, progress, ray)
         qset = read_pictures(queries, config=self.config.load)
         out = MatchRows()
         opened = (open_references(index=index, config=self.config) if index is not None else
@@ -138,6 +149,16 @@ class Matcher:
         out.skipped = skipped + list(qset.skipped)
         out[:] = select_rows(sorted(out, key=lambda r: (r["query_id"], r["reference_id"])), min_score=min_score)
         return out
+
+    def _match_on_cluster(self, queries: Any, index: Any, references: Any, k: int, min_score: float | None,
+                          progress: bool, ray: str) -> MatchRows:
+        from matcher.cluster.jobs import cluster_match, cluster_references
+
+        with cluster_references(references=references, index=index, config=self.config, address=ray,
+                                progress=progress) as (folder, _stored, skipped):
+            got = cluster_match(queries, folder, self.config, address=ray, top_k=k, progress=progress)
+        rows = sorted(got.rows, key=lambda r: (r["query_id"], r["reference_id"]))
+        return MatchRows(select_rows(rows, min_score=min_score), skipped + got.skipped)
 
     def dedup(self, source: Any, *, threshold: float | None = None, top_k: int | None = None,
               index: str | os.PathLike[str] | None = None, progress: bool = False) -> Any:

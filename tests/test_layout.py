@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("matcher.isc",),
     ("matcher.report",),
     ("matcher.dedup",),
+    ("matcher.cluster",),
     ("matcher.api",),
     ("matcher.service",),
     ("matcher.benchmark", "matcher.training", "detectors.synth", "detectors.train", "detectors.offline"),

@@ -7,8 +7,13 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from matcher.cli.cluster import add_ray_arguments
 from matcher.cli.common import add_model_arguments
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matcher.references.disk.store import IndexJobSummary, IndexStore
 
 __all__ = ["add_index_arguments", "run_index"]
 
@@ -36,6 +41,7 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
                    help="print a JSON summary on stdout (added, already indexed, skipped files with reasons, "
                         "seconds per stage, paths) instead of the summary lines")
     add_model_arguments(p)  # --device, --config (an existing index refuses settings that change what it stores)
+    add_ray_arguments(p)  # the references described on a cluster; this process alone writes the index
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -68,12 +74,15 @@ def run_index(args: argparse.Namespace) -> int:
                 with IndexStore.open(folder) as stored:
                     base = stored.config.to_dict()
             config = config_from_args(args, base)
+        if args.ray is not None:
+            from matcher.cluster.connect import connect
+
+            connect(args.ray, num_cpus=args.ray_cpus)  # a missing extra or a bad address fails before any work
         store = IndexStore.open(folder, config, create=not args.add)
         with store:
             summaries = []
             if args.references is not None:
-                summaries.append(store.add_references(args.references, progress=progress,
-                                                      batch_size=args.batch_size))
+                summaries.append(_add_references(store, args, progress))
             if args.background is not None:
                 summaries.append(store.add_references(args.background, progress=progress,
                                                       background=True, batch_size=args.batch_size))
@@ -96,6 +105,18 @@ def run_index(args: argparse.Namespace) -> int:
         for summary in summaries:
             print(summary)
     return EXIT_SKIPPED if skipped else 0
+
+
+def _add_references(store: IndexStore, args: argparse.Namespace, progress: bool) -> IndexJobSummary:
+    """Index REFERENCES_DIR into ``store``, described here or on the ``--ray`` cluster."""
+    if args.ray is None:
+        return store.add_references(args.references, progress=progress, batch_size=args.batch_size)
+    from matcher.cluster.jobs import cluster_describer
+
+    with cluster_describer(store, args.references, address=args.ray, num_cpus=args.ray_cpus,
+                           batch_size=args.batch_size, progress=progress) as describe:
+        return store.add_references(args.references, progress=progress, batch_size=args.batch_size,
+                                    describe=describe)
 
 
 def _run_remove(args: argparse.Namespace, fail: Callable[[str], int]) -> int:

@@ -14,6 +14,7 @@ import logging
 import math
 import sys
 
+from matcher.cli.cluster import add_ray_arguments
 from matcher.cli.common import add_model_arguments
 
 __all__ = ["add_match_arguments", "run_match"]
@@ -69,6 +70,7 @@ def add_match_arguments(p: argparse.ArgumentParser) -> None:
                    help="print a JSON summary on stdout (counts, rows written, skipped files with reasons, seconds "
                         "per stage, output paths) instead of the summary line")
     add_model_arguments(p)
+    add_ray_arguments(p)
 
 
 def run_match(args: argparse.Namespace) -> int:
@@ -85,6 +87,8 @@ def run_match(args: argparse.Namespace) -> int:
 
             if args.references is None:
                 raise ValueError("--exhaustive needs --references DIR")
+            if args.ray is not None:
+                raise ValueError("--exhaustive runs in one process; --ray runs the pipeline (drop one of them)")
             regions = {k: v for k, v in (("query_regions", qr), ("reference_regions", rr)) if v is not None}
             config = config_from_args(args, overrides={**limits, "local": regions})
             summary = run_exhaustive_match(args.queries, args.references, args.output, config=config,
@@ -111,10 +115,18 @@ def run_match(args: argparse.Namespace) -> int:
                     base = stored.config.to_dict()
             config = config_from_args(args, base, overrides={**limits, "pipeline": pipe})
             try:
-                summary = run_pipeline_match(args.queries, args.output, references=args.references,
-                                             index_dir=args.index or args.cache, config=config,
-                                             progress=progress, output_format=args.format,
-                                             min_score=args.min_score)
+                if args.ray is not None:
+                    from matcher.cluster.jobs import run_cluster_match
+
+                    summary = run_cluster_match(args.queries, args.output, address=args.ray,
+                                                references=args.references, index_dir=args.index or args.cache,
+                                                config=config, num_cpus=args.ray_cpus, progress=progress,
+                                                output_format=args.format, min_score=args.min_score)
+                else:
+                    summary = run_pipeline_match(args.queries, args.output, references=args.references,
+                                                 index_dir=args.index or args.cache, config=config,
+                                                 progress=progress, output_format=args.format,
+                                                 min_score=args.min_score)
             except IndexStoreError as exc:
                 raise ValueError(str(exc)) from exc
     except (FileNotFoundError, NotADirectoryError, ValueError, DuplicateIdError, FeatureStoreError) as exc:
