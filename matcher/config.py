@@ -110,8 +110,9 @@ class PipelineConfig:
     keypoint_voting: bool = True  # also collect candidates by local-descriptor votes (faiss over reference keypoints;
     # measured on the 1,200/2,200 bench benchmark: µAP 0.889 -> 0.914, ~512 bytes of RAM per reference keypoint)
     voting_candidates: int = 10  # extra candidates per query from keypoint votes
-    voting_codes: str = "flat"  # how the voter's IVF lists hold reference keypoints: "flat" (float32, 512 bytes per
-    # keypoint), "sq8" (128), "pq32" (32) or "pq64" (64); plus 8 bytes of id each (matcher/retrieval/voting.py)
+    voting_codes: str = "pq32"  # how the voter's IVF lists hold reference keypoints: "flat" (float32, 512 bytes per
+    # keypoint), "sq8" (128), "pq32" (32) or "pq64" (64); plus 8 bytes of id each (matcher/retrieval/voting.py); pq32:
+    # candidate recall within 0.2 points of flat at 1/13 of the bytes (bench/RESULTS.md, issue 15: a lean index)
     voting_keypoints: int = 0  # the query's strongest this many keypoints vote (0 = all; bench/voting_budget.py)
     fusion_weights: str = ""  # fusion model (JSON); "" = the shipped weights/fusion.json
 

@@ -445,16 +445,27 @@ def test_voter_codes_setting_rebuilds_the_saved_voter(built, tmp_path, monkeypat
         return real(cls, *a, **{**k, "exact_below": 10})
 
     monkeypatch.setattr(KeypointVoter, "from_chunks", classmethod(ivf))
-    with IndexStore.open(idx) as store:
-        assert store.keypoint_voter().codes == "flat" and built_ == ["flat"]
-    for codes, builds in (("pq32", ["flat", "pq32"]), ("pq32", ["flat", "pq32"])):  # rebuilt once, then loaded
+    with IndexStore.open(idx) as store:  # the stored configuration: the default codes
+        assert store.keypoint_voter().codes == "pq32" and built_ == ["pq32"]
+    for codes, builds in (("sq8", ["pq32", "sq8"]), ("sq8", ["pq32", "sq8"])):  # rebuilt once, then loaded
         config = MatcherConfig.make(pipeline={**CONFIG_OVERRIDES["pipeline"], "voting_codes": codes})
         with IndexStore.open(idx, config) as store:
             v = store.keypoint_voter()
-            assert v.codes == codes and built_ == builds and type(v.index).__name__ == "IndexIVFPQ"
+            assert v.codes == codes and built_ == builds and type(v.index).__name__ == "IndexIVFScalarQuantizer"
             assert v.vote(store.local_features([4])[0], top=1)[0][0] == 4
-    assert built_ == ["flat", "pq32"] and v.mapped
-    assert KeypointVoter.read_meta(idx / "voter")["codes"] == "pq32"
+    assert v.mapped and KeypointVoter.read_meta(idx / "voter")["codes"] == "sq8"
+
+
+def test_index_built_before_voter_codes_keeps_its_flat_voter(built, tmp_path):
+    idx = _copy(built[1], tmp_path)
+    con = sqlite3.connect(idx / DB_NAME)
+    stored = json.loads(con.execute("SELECT value FROM info WHERE key = 'config'").fetchone()[0])
+    del stored["pipeline"]["voting_codes"]
+    con.execute("UPDATE info SET value = ? WHERE key = 'config'", (json.dumps(stored),))
+    con.commit()
+    con.close()
+    with IndexStore.open(idx) as store:
+        assert store.config.pipeline.voting_codes == "flat"
 
 
 def test_tampered_feature_shard_is_refused_by_name(built, tmp_path):

@@ -60,7 +60,8 @@ def weights_sha256(config: MatcherConfig) -> str | None:
 
 # Settings added after indexes were first written, with the value that reproduces what an index built before them
 # holds (a stored configuration without the key was built that way).
-_ADDED_SINCE: dict[str, dict[str, Any]] = {"local": {"sift_fallback_below": 0}}
+_ADDED_SINCE: dict[str, dict[str, Any]] = {"local": {"sift_fallback_below": 0},
+                                           "pipeline": {"voting_codes": "flat"}}  # keeps its saved flat voter
 
 
 def stored_config(db: Path, info: dict[str, Any]) -> MatcherConfig:
