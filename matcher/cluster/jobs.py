@@ -15,7 +15,6 @@ import contextlib
 import inspect
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -44,6 +43,7 @@ __all__ = ["CHUNK", "ClusterMatch", "cluster_describer", "cluster_index", "clust
            "run_cluster_match"]
 
 CHUNK = inspect.signature(run_pipeline_match).parameters["chunk"].default  # queries described together
+BLOCK_BYTES = 1 << 20  # Ray Data block size target while a job runs
 _LOG = logging.getLogger(__name__)
 
 
@@ -86,20 +86,23 @@ def _pools(ray: Any, config: MatcherConfig, threads: int) -> tuple[dict[str, Any
 
 @contextlib.contextmanager
 def _data_context(progress: bool) -> Iterator[None]:
-    """Ray Data progress bars (and its INFO lines) only when ``progress``."""
+    """Ray Data progress bars (and its INFO lines) only when ``progress``; blocks of about one row (a described
+    query is about a MB), so that the queries of one described chunk spread over the verifying actors instead of
+    travelling as one block to one actor."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     log = logging.getLogger("ray.data")
-    old = (ctx.enable_progress_bars, log.level)
+    old = (ctx.enable_progress_bars, ctx.target_max_block_size, log.level)
     ctx.enable_progress_bars = bool(progress)
+    ctx.target_max_block_size = BLOCK_BYTES
     if not progress:
         log.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        ctx.enable_progress_bars = old[0]
-        log.setLevel(old[1])
+        ctx.enable_progress_bars, ctx.target_max_block_size = old[0], old[1]
+        log.setLevel(old[2])
 
 
 def _in_order(rows: Iterable[dict[str, Any]], key: str) -> Iterator[Any]:
@@ -238,24 +241,20 @@ def cluster_references(*, references: Any = None, index: str | os.PathLike[str] 
     existing ``index``."""
     if references is None and index is None:
         raise ValueError("give references (a folder of pictures) or index (a folder made by `icd index`)")
-    tmp = None
-    try:
+    with contextlib.ExitStack() as temporary:
+        if index is None:  # removed on exit
+            index = temporary.enter_context(tempfile.TemporaryDirectory(prefix="icd-index-",
+                                                                        ignore_cleanup_errors=True))
         skipped: list[SkippedFile] = []
-        if references is not None:
-            if index is None:
-                index = tmp = tempfile.mkdtemp(prefix="icd-index-")
-            if is_in_memory(references):
-                with IndexStore.open(index, config, create=True) as store:
-                    skipped.extend(store.add_images(references, progress=progress).skipped)
-            else:
-                skipped.extend(cluster_index(references, index, config, address=address, num_cpus=num_cpus,
-                                             progress=progress).skipped)
-        with IndexStore.open(index, config) as store:  # type: ignore[arg-type]
+        if is_in_memory(references):
+            with IndexStore.open(index, config, create=True) as store:
+                skipped.extend(store.add_images(references, progress=progress).skipped)
+        elif references is not None:
+            skipped.extend(cluster_index(references, index, config, address=address, num_cpus=num_cpus,
+                                         progress=progress).skipped)
+        with IndexStore.open(index, config) as store:
             stored = store.config
-        yield Path(index), stored, skipped  # type: ignore[arg-type]
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        yield Path(index), stored, skipped
 
 
 def run_cluster_match(queries: str | Path, output: str | Path, *, address: str,

@@ -38,10 +38,7 @@ def _picture(img: np.ndarray, path: Path, width: int = 280) -> np.ndarray:
 @pytest.fixture(scope="session")
 def collection(tmp_path_factory) -> tuple[Path, Path]:
     """(references, queries) folders."""
-    root = tmp_path_factory.mktemp("cluster")
-    refs, qs = root / "refs", root / "queries"
-    refs.mkdir()
-    qs.mkdir()
+    refs, qs = (tmp_path_factory.mktemp(name) for name in ("cluster_refs", "cluster_queries"))
     saved = {name: _picture(fn(), refs / f"{name}.jpg") for name, fn in
              (("coffee", data.coffee), ("chelsea", data.chelsea), ("rocket", data.rocket))}
     _picture(saved["coffee"][30:170, 60:250], qs / "q_coffee_crop.jpg", 190)

@@ -40,6 +40,7 @@ def test_match_gives_the_single_process_rows(cluster, collection, index, tmp_pat
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_api_gives_the_single_process_rows(cluster, matcher, collection, index):
     refs, qs = collection
     rows = matcher.match(qs, index=index)
@@ -48,8 +49,13 @@ def test_api_gives_the_single_process_rows(cluster, matcher, collection, index):
     assert [(s.path, s.reason) for s in on_cluster.skipped] == [(s.path, s.reason) for s in rows.skipped]
     best = {r["query_id"]: r for r in reversed(on_cluster)}
     assert best["q_coffee_crop"]["reference_id"] == "coffee" and best["q_coffee_crop"]["is_copy"]
-    # references indexed for the call (on the cluster) give the same rows too
-    assert list(matcher.match(qs, references=refs, ray=cluster)) == list(rows)
+    # pictures in memory (decoded by the driver, a bad one skipped by its id), against references indexed for the
+    # call on the cluster: the same rows and skipped list as in one process
+    pictures = {p.stem: p.read_bytes() for p in sorted(qs.iterdir())}
+    alone = matcher.match(pictures, references=refs)
+    on_cluster = matcher.match(pictures, references=refs, ray=cluster)
+    assert list(on_cluster) == list(alone) == list(rows)
+    assert [s.path for s in on_cluster.skipped] == [s.path for s in alone.skipped] == ["<memory:q_broken>"]
 
 
 def test_index_on_the_cluster_is_the_single_process_index(cluster, matcher, collection, tmp_path):
@@ -99,9 +105,10 @@ class _DyingVerifier(QueryVerifier):
         return super().__call__(batch)
 
 
-def test_a_worker_that_dies_costs_a_retry(cluster, collection, index, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_a_worker_that_dies_costs_a_retry(cluster, matcher, collection, index, tmp_path, monkeypatch):
     _, qs = collection
-    run_cluster_match(qs, tmp_path / "before.csv", address=cluster, index_dir=index, progress=False)
+    run_pipeline_match(qs, tmp_path / "before.csv", index_dir=index, pipeline=matcher.pipeline, progress=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test file
     _DyingDescriber.marker, _DyingVerifier.marker = str(tmp_path / "describer.died"), str(tmp_path / "verifier.died")
     monkeypatch.setattr(jobs, "QueryDescriber", _DyingDescriber)
