@@ -46,11 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--budgets", type=int, nargs="+", default=[0, 768, 512, 384, 256])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", type=Path, metavar="JSON", help="JSON file of MatcherConfig overrides")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results_voting_budget.json"))
     args = ap.parse_args(argv)
     pairs = copy_queries(args.bench, args.queries, args.seed)
     files = {p.stem: p for p in (args.bench / "queries").iterdir()}
-    pipeline = Pipeline(MatcherConfig())
+    overrides = json.loads(args.config.read_text(encoding="utf-8")) if args.config else {}
+    pipeline = Pipeline(MatcherConfig.make(**overrides))
     items, truth = [], {}
     for qid, rid in pairs:
         try:
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     described = [q for i in range(0, len(items), 32) for q in pipeline.describe_queries(items[i:i + 32])]
     print(f"described {len(described)} queries in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     rows = []
-    with open_references(index=args.index) as (store, _):
+    with open_references(index=args.index, config=pipeline.config) as (store, _):
         ids = store.ids
         store.keypoint_voter(seed=pipeline.config.seed)  # loaded before timing
         for budget in args.budgets:
