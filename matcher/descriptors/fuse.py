@@ -9,6 +9,7 @@ was when the two disagree.
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ def fold_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
     pairs = []
     for parent in model.modules():
         names = list(parent._modules)
-        for a, b in zip(names, names[1:]):
+        for a, b in itertools.pairwise(names):
             conv, bn = parent._modules[a], parent._modules[b]
             if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None
                     and bn.running_var is not None and conv.out_channels == bn.num_features):
