@@ -9,7 +9,8 @@ saved under ``--work`` (the index folder is only read). Every copy query of the 
 a seeded sample) is described once (whole-picture RootSIFT + mirrored, as the pipeline's voting stage gets it),
 then voted with each voter, memory-mapped as a query process loads it: "recall@k" = the true reference is among
 the voter's best k (k = ``--top``, 40 = the pipeline's 10 voting candidates + its 30 global ones, the ``top`` the
-candidate stage asks for; also 10), "agree@k" = share of flat's best k also in this voter's best k. Seconds per
+candidate stage asks for; also 10), "agree@k" = share of flat's best k also in this voter's best k (over the
+queries flat gives at least one candidate). Seconds per
 query: the vote only (both descriptor sets searched), one thread per process as measured (the machine is shared).
 RAM: the process's anonymous and file-backed resident memory after loading and voting, read from /proc (file-backed
 pages are shared page cache). Writes JSON (``--out``).
@@ -65,14 +66,13 @@ def copy_queries(bench: Path, n: int, seed: int) -> list[tuple[str, str]]:
 def describe(bench: Path, pairs: list[tuple[str, str]], cache: Path) -> dict[str, LocalFeatures]:
     """Whole-picture query features (with mirrored descriptors), cached in ``cache`` (npz)."""
     if cache.exists():
-        z = np.load(cache, allow_pickle=False)
-        ids = [str(i) for i in z["ids"]]
-        offs = z["offsets"]
+        with np.load(cache, allow_pickle=False) as z:  # each z[...] reads the whole array: read each once
+            ids, offs, desc, mirr = [str(i) for i in z["ids"]], z["offsets"], z["desc"], z["mirr"]
         return {q: LocalFeatures(keypoints=np.zeros((offs[i + 1] - offs[i], 2), np.float32),
                                  scales=np.ones(offs[i + 1] - offs[i], np.float32),
                                  orientations=np.zeros(offs[i + 1] - offs[i], np.float32),
-                                 descriptors=z["desc"][offs[i]:offs[i + 1]], image_size=(1, 1),
-                                 mirrored=z["mirr"][offs[i]:offs[i + 1]]) for i, q in enumerate(ids)}
+                                 descriptors=desc[offs[i]:offs[i + 1]], image_size=(1, 1),
+                                 mirrored=mirr[offs[i]:offs[i + 1]]) for i, q in enumerate(ids)}
     from matcher.local.engine import LocalEngine
 
     engine = LocalEngine(MatcherConfig())
@@ -213,11 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in res.items() if k != "lists"}), flush=True)
         results.append(res)
     flat = next((r["lists"] for r in results if r["codes"] == "flat"), None)
+    voted = [q for q in feats if flat and flat[q]]  # queries with at least one flat candidate
     for r in results:
         if flat is not None:
             for k in (10, args.top):
                 r[f"agree@{k}"] = round(float(np.mean([
-                    len(set(r["lists"][q][:k]) & set(flat[q][:k])) / max(1, len(flat[q][:k])) for q in feats])), 4)
+                    len(set(r["lists"][q][:k]) & set(flat[q][:k])) / len(flat[q][:k]) for q in voted])), 4)
         del r["lists"]
     out = {"label": args.label, "bench": str(args.bench), "index": str(args.index), "queries": len(feats),
            "top": args.top, "nprobe": args.nprobe, "results": results}
