@@ -115,6 +115,9 @@ class KeypointVoter:
         self._exclusion = RowExclusion()
         if isinstance(index, faiss.IndexIVF):
             index.nprobe = self.nprobe
+        if isinstance(index, faiss.IndexIVFPQ):  # no precomputed distance table (lists x M x 256 floats, private
+            index.use_precomputed_table = -1  # to each process: 64 MB at 1.2k references, ~1.9 GB at a million);
+            index.precomputed_table.resize(0)  # the same votes and vote time without it (bench/RESULTS.md)
 
     @classmethod
     def from_features(cls, features: Sequence[LocalFeatures], *, exact_below: int = 200_000, nprobe: int = 8,
@@ -328,7 +331,7 @@ class KeypointVoter:
             f = p / str(meta["faiss"])
             sizes = np.asarray(meta["sizes"], np.int64).reshape(-1)
             cls.verify_file(p, meta, always=verify)
-            index = faiss.read_index(str(f), MMAP_FLAGS if mmap else 0)
+            index = faiss.read_index(str(f), (MMAP_FLAGS if mmap else 0) | faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
             if int(index.ntotal) != int(sizes.sum()) or int(index.ntotal) != int(meta["vectors"]):
                 raise VoterCorruptError(f"{f}: holds {index.ntotal} vectors, {_META} says {int(sizes.sum())}")
             return cls(index, sizes, trained_on=int(meta["trained_on"]), exact_below=int(meta["exact_below"]),

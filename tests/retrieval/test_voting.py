@@ -111,6 +111,8 @@ def test_codes_vote_save_and_map(tmp_path, codes, kind, code_size):
     assert meta["codes"] == codes and meta["crc32"] > 0 and len(meta["state"]) == 5
     mapped = KeypointVoter.load(tmp_path, nprobe=64, mmap=True)
     assert mapped.mapped and mapped.codes == codes and mapped.vote(q, top=4) == voter.vote(q, top=4)
+    if codes.startswith("pq"):  # no precomputed distance table held per process
+        assert voter.index.use_precomputed_table == mapped.index.use_precomputed_table == -1
     mapped.add(feats[:1])  # a mapped voter is copied into memory before it grows (faiss would abort)
     assert not mapped.mapped and mapped.n_refs == len(feats) + 1 and len(mapped) == len(voter) + feats[0].n
     exact = KeypointVoter.from_features(feats, codes=codes)  # below exact_below: float32 whatever the codes
