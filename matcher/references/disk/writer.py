@@ -157,7 +157,6 @@ class IndexWriter:
         self.reader = reader
         self._descriptor = descriptor
         self._engine = engine
-        self._describe: DescribeReferences = describe_references
 
     # ------------------------------------------------------------------------------------------- models
     def descriptor(self) -> GlobalDescriptor:
@@ -206,11 +205,7 @@ class IndexWriter:
                 continue
             first[p.stem] = p
             items.append((p.stem, p))
-        self._describe = describe or describe_references
-        try:
-            return self._run(items, passed_over, progress, background, batch_size)
-        finally:
-            self._describe = describe_references
+        return self._run(items, passed_over, progress, background, batch_size, describe or describe_references)
 
     def add_pictures(self, pictures: Sequence[MemoryPicture], *, progress: Progress | None = None,
                      background: bool = False, batch_size: int | None = None) -> IndexJobSummary:
@@ -218,11 +213,13 @@ class IndexWriter:
         :func:`~matcher.io.inputs.memory_pictures`); otherwise as :meth:`add`. The content of encoded bytes is
         the file's (adding a file's bytes under its indexed id counts as ``already``)."""
         items = [(p.id, p.path if p.path is not None else p) for p in pictures]
-        return self._run(items, [], progress, background, batch_size)
+        return self._run(items, [], progress, background, batch_size, describe_references)
 
     def _run(self, items: list[tuple[str, Path | MemoryPicture]], passed_over: list[SkippedFile],
-             progress: Progress | None, background: bool, batch_size: int | None) -> IndexJobSummary:
-        """The indexing job over (id, file or in-memory picture) ``items``, batch by batch (see :meth:`add`)."""
+             progress: Progress | None, background: bool, batch_size: int | None,
+             describe: DescribeReferences) -> IndexJobSummary:
+        """The indexing job over (id, file or in-memory picture) ``items``, batch by batch, new references described
+        by ``describe`` (see :meth:`add`)."""
         r = self.reader
         progress = progress or no_progress
         t_start = time.perf_counter()
@@ -237,7 +234,7 @@ class IndexWriter:
             progress(stage, 0, len(items))
             try:
                 for s in range(0, len(items), bs):
-                    self._add_batch(items[s:s + bs], background, summary)
+                    self._add_batch(items[s:s + bs], background, summary, describe)
                     progress(stage, min(len(items), s + bs), len(items))
             finally:
                 t = time.perf_counter()
@@ -290,8 +287,8 @@ class IndexWriter:
         return None if row is None else r._shas[row]
 
     def _add_batch(self, items: list[tuple[str, Path | MemoryPicture]], background: bool,
-                   summary: IndexJobSummary) -> None:
-        """Read, hash and decode one batch, then describe and commit it (one transaction)."""
+                   summary: IndexJobSummary, describe: DescribeReferences) -> None:
+        """Read, hash and decode one batch, then describe (``describe``) and commit it (one transaction)."""
         r = self.reader
         sec = summary.seconds
         t0 = time.perf_counter()
@@ -339,10 +336,10 @@ class IndexWriter:
         if background:
             self._commit_background(pending, decoded, summary)
         else:
-            self._commit_refs(pending, decoded, new_by_sha, summary)
+            self._commit_refs(pending, decoded, new_by_sha, summary, describe)
 
     def _commit_refs(self, pending: list[_Pending], decoded: list[_Pending], new_by_sha: dict[str, _Pending],
-                     summary: IndexJobSummary) -> None:
+                     summary: IndexJobSummary, describe: DescribeReferences) -> None:
         r = self.reader
         sec = summary.seconds
         if decoded:
@@ -350,8 +347,8 @@ class IndexWriter:
             engine = self.engine() if r._features is not None else None
             store = r._features
             mask = [store is not None and it.sha256 not in store for it in decoded]
-            described = self._describe([it.image for it in decoded], descriptor, engine, r.config,
-                                            local_mask=mask, seconds=sec)
+            described = describe([it.image for it in decoded], descriptor, engine, r.config,
+                                 local_mask=mask, seconds=sec)
             new_local: dict[str, LocalFeatures] = {}
             for it, d in zip(decoded, described, strict=True):
                 h, w = it.image.shape[:2]  # type: ignore[union-attr]
