@@ -33,11 +33,12 @@ from matcher.cluster.describe import (
 )
 from matcher.cluster.verify import QueryVerifier
 from matcher.config import MatcherConfig
-from matcher.io.folders import SkippedFile, scan_folder
+from matcher.io.folders import SkippedFile
 from matcher.io.inputs import PictureSet, is_in_memory, read_pictures
 from matcher.isc.formats import resolve_format
 from matcher.isc.track import PipelineSummary, run_pipeline_match
 from matcher.references.disk.store import IndexJobSummary, IndexStore
+from matcher.references.disk.writer import job_items
 
 __all__ = ["CHUNK", "ClusterMatch", "cluster_describer", "cluster_index", "cluster_match", "cluster_references",
            "run_cluster_match"]
@@ -116,16 +117,6 @@ def _in_order(rows: Iterable[dict[str, Any]], key: str) -> Iterator[Any]:
             want += 1
 
 
-def _job_items(source: Any) -> list[tuple[str, str]]:
-    """(id, path) of the pictures an index job takes, as the writer lists them (first of a repeated id)."""
-    paths, _ = scan_folder(source) if isinstance(source, (str, os.PathLike)) else \
-        scan_folder([Path(s) for s in source])
-    first: dict[str, str] = {}
-    for p in paths:
-        first.setdefault(p.stem, str(p))
-    return list(first.items())
-
-
 @contextlib.contextmanager
 def cluster_describer(store: IndexStore, source: Any, *, address: str, num_cpus: int | None = None,
                       batch_size: int | None = None,
@@ -137,7 +128,7 @@ def cluster_describer(store: IndexStore, source: Any, *, address: str, num_cpus:
         raise ClusterError("a cluster index job takes folders or files (pictures in memory are indexed in this "
                            "process: call without ray=)")
     ray = connect(address, num_cpus=num_cpus)
-    items = _job_items(source)
+    items = [(ref_id, str(path)) for ref_id, path in job_items(source)[0]]
     bs = max(1, int(batch_size or store.config.index.batch_size))
     threads = _threads()
     describe, _ = _pools(ray, store.config, threads)

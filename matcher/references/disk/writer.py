@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matcher.local.engine import LocalEngine
     from matcher.references.disk.reader import IndexReader
 
-__all__ = ["DescribeReferences", "IndexJobSummary", "IndexWriter", "RemoveSummary", "writing"]
+__all__ = ["DescribeReferences", "IndexJobSummary", "IndexWriter", "RemoveSummary", "job_items", "writing"]
 
 # How a batch of decoded references is described: :func:`~matcher.references.records.describe_references` or a
 # function with its signature (e.g. one that hands the work to a cluster, :mod:`matcher.cluster.describe`).
@@ -149,6 +149,26 @@ def writing(reader: IndexReader) -> Iterator[None]:
             reader._lock_depth = 0
 
 
+def job_items(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+              ) -> tuple[list[tuple[str, Path]], list[SkippedFile]]:
+    """The (id, file) pairs an index job over ``source`` (a folder, a file, or a list of files/folders) takes, ids
+    being file stems, in scan order, and the files passed over: those the scan refused, and every later file whose
+    stem repeats an earlier one's (``duplicate_id``)."""
+    paths, passed_over = scan_folder(source) if isinstance(source, (str, os.PathLike)) else \
+        scan_folder([Path(s) for s in source])
+    items: list[tuple[str, Path]] = []
+    first: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in first:
+            passed_over.append(SkippedFile(str(p), "duplicate_id", (
+                f"skipped '{p}': id '{p.stem}' is also the id of '{first[p.stem]}' in this job (ids are "
+                "file stems and must be unique)")))
+            continue
+        first[p.stem] = p
+        items.append((p.stem, p))
+    return items, passed_over
+
+
 class IndexWriter:
     """Adds pictures to an open index (``reader``) with the given models (loaded on first need when None)."""
 
@@ -193,19 +213,9 @@ class IndexWriter:
         references (default :func:`~matcher.references.records.describe_references`, same signature); only this
         writer writes, whoever describes.
         """
-        paths, passed_over = scan_folder(source) if isinstance(source, (str, os.PathLike)) else \
-            scan_folder([Path(s) for s in source])
-        items: list[tuple[str, Path | MemoryPicture]] = []
-        first: dict[str, Path] = {}
-        for p in paths:
-            if p.stem in first:
-                passed_over.append(SkippedFile(str(p), "duplicate_id", (
-                    f"skipped '{p}': id '{p.stem}' is also the id of '{first[p.stem]}' in this job (ids are "
-                    "file stems and must be unique)")))
-                continue
-            first[p.stem] = p
-            items.append((p.stem, p))
-        return self._run(items, passed_over, progress, background, batch_size, describe or describe_references)
+        items, passed_over = job_items(source)
+        return self._run(list(items), passed_over, progress, background, batch_size,
+                         describe or describe_references)
 
     def add_pictures(self, pictures: Sequence[MemoryPicture], *, progress: Progress | None = None,
                      background: bool = False, batch_size: int | None = None) -> IndexJobSummary:
