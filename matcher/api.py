@@ -105,10 +105,9 @@ class Matcher:
             src = references if isinstance(references, (str, os.PathLike)) else [Path(p) for p in references]
             if ray is None:
                 return store.add_references(src, progress=progress)
-            from matcher.cluster.jobs import cluster_describer
+            from matcher.cluster.jobs import add_on_cluster
 
-            with cluster_describer(store, src, address=ray, progress=progress) as describe:
-                return store.add_references(src, progress=progress, describe=describe)
+            return add_on_cluster(store, src, address=ray, progress=progress)
 
     def remove(self, ids: str | Iterable[str], *, index: str | os.PathLike[str]) -> Any:
         """Remove references ``ids`` (one id or several) from the on-disk ``index``: no rebuild, never returned

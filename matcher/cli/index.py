@@ -111,12 +111,10 @@ def _add_references(store: IndexStore, args: argparse.Namespace, progress: bool)
     """Index REFERENCES_DIR into ``store``, described here or on the ``--ray`` cluster."""
     if args.ray is None:
         return store.add_references(args.references, progress=progress, batch_size=args.batch_size)
-    from matcher.cluster.jobs import cluster_describer
+    from matcher.cluster.jobs import add_on_cluster
 
-    with cluster_describer(store, args.references, address=args.ray, num_cpus=args.ray_cpus,
-                           batch_size=args.batch_size, progress=progress) as describe:
-        return store.add_references(args.references, progress=progress, batch_size=args.batch_size,
-                                    describe=describe)
+    return add_on_cluster(store, args.references, address=args.ray, num_cpus=args.ray_cpus,
+                          batch_size=args.batch_size, progress=progress)
 
 
 def _run_remove(args: argparse.Namespace, fail: Callable[[str], int]) -> int:

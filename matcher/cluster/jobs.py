@@ -40,7 +40,7 @@ from matcher.isc.track import PipelineSummary, run_pipeline_match
 from matcher.references.disk.store import IndexJobSummary, IndexStore
 from matcher.references.disk.writer import job_items
 
-__all__ = ["CHUNK", "ClusterMatch", "cluster_describer", "cluster_index", "cluster_match", "cluster_references",
+__all__ = ["CHUNK", "ClusterMatch", "add_on_cluster", "cluster_describer", "cluster_index", "cluster_match", "cluster_references",
            "run_cluster_match"]
 
 CHUNK = inspect.signature(run_pipeline_match).parameters["chunk"].default  # queries described together
@@ -145,22 +145,30 @@ def cluster_describer(store: IndexStore, source: Any, *, address: str, num_cpus:
                   describer.fallbacks)
 
 
-def cluster_index(source: Any, index: str | os.PathLike[str], config: MatcherConfig | None = None, *,
-                  address: str, num_cpus: int | None = None, create: bool = True, batch_size: int | None = None,
-                  progress: bool = False, descriptor: Any = None, engine: Any = None,
-                  stats: dict[str, int] | None = None) -> IndexJobSummary:
-    """Add the pictures of ``source`` to the index at ``index`` with the describing done on the cluster
-    (:func:`cluster_describer`); the same job summary and the same index as :meth:`IndexStore.add_references
-    <matcher.references.disk.store.IndexStore.add_references>` in one process. ``stats`` (if given) gets the
-    batches described on the cluster (``cluster_batches``) and here (``driver_batches``: a batch whose pictures
-    the writer chose differently, e.g. a content seen in an earlier batch)."""
-    with (IndexStore.open(index, config, create=create, descriptor=descriptor, engine=engine) as store,
-          cluster_describer(store, source, address=address, num_cpus=num_cpus, batch_size=batch_size,
-                            progress=progress) as describer):
+def add_on_cluster(store: IndexStore, source: Any, *, address: str, num_cpus: int | None = None,
+                   batch_size: int | None = None, progress: bool = False,
+                   stats: dict[str, int] | None = None) -> IndexJobSummary:
+    """``store.add_references(source)`` with the describing done on the cluster at ``address``
+    (:func:`cluster_describer`): the same job summary and the same index as in one process. ``stats`` (if given)
+    gets the batches described on the cluster (``cluster_batches``) and here (``driver_batches``: a batch whose
+    pictures the writer chose differently, e.g. a content seen in an earlier batch)."""
+    with cluster_describer(store, source, address=address, num_cpus=num_cpus, batch_size=batch_size,
+                           progress=progress) as describer:
         summary = store.add_references(source, progress=progress, batch_size=batch_size, describe=describer)
     if stats is not None:
         stats.update(cluster_batches=describer.hits, driver_batches=describer.fallbacks)
     return summary
+
+
+def cluster_index(source: Any, index: str | os.PathLike[str], config: MatcherConfig | None = None, *,
+                  address: str, num_cpus: int | None = None, create: bool = True, batch_size: int | None = None,
+                  progress: bool = False, descriptor: Any = None, engine: Any = None,
+                  stats: dict[str, int] | None = None) -> IndexJobSummary:
+    """Add the pictures of ``source`` to the index at ``index`` (opened or created here) with the describing done on
+    the cluster: :func:`add_on_cluster`."""
+    with IndexStore.open(index, config, create=create, descriptor=descriptor, engine=engine) as store:
+        return add_on_cluster(store, source, address=address, num_cpus=num_cpus, batch_size=batch_size,
+                              progress=progress, stats=stats)
 
 
 def _loadable(ray: Any, qset: Any, config: MatcherConfig) -> tuple[list[tuple[int, str, Any]], list[SkippedFile]]:
