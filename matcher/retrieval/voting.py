@@ -180,9 +180,7 @@ class KeypointVoter:
         """Append references (the next rows) without retraining (a memory-mapped voter is copied into memory
         first: faiss cannot add to mapped lists)."""
         if self.mapped and features:
-            self.index = in_memory(self.index)
-            if isinstance(self.index, faiss.IndexIVF):
-                self.index.nprobe = self.nprobe
+            self.index = in_memory(self.index)  # an IVF index keeps itself (and its nprobe), its lists copied
             self.mapped = False
         dim = int(self.index.d)
         d = _descriptors(features, dim)
