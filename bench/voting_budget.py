@@ -2,13 +2,14 @@
 (``pipeline.voting_keypoints``: the query's strongest N keypoints vote), on the copy queries of a benchmark.
 
     python bench/voting_budget.py --bench /tmp/domains/home --index /tmp/domains/home_index --queries 300 \\
-        --budgets 0 768 512 384 256
+        --budgets 0 768 512 384 256 [--nprobes 8 4]
 
 Queries are a seeded sample of the benchmark's copy queries. Each is described once (variants + local features);
 then, per budget, the pipeline's candidate stage runs (global search + region search + votes) and we record
 whether the true reference is among the candidates ("candidate recall") and whether it was among the vote-only
-extras, plus the voting stage's seconds. Budget 0 = every keypoint votes (the default before this study). Writes
-JSON (``--out``).
+extras, plus the voting stage's seconds. Budget 0 = every keypoint votes (the default before this study).
+``--nprobes``: also vary ``pipeline.voting_nprobe`` (IVF lists visited per keypoint; every budget x nprobe pair is
+run). Writes JSON (``--out``).
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", type=Path, required=True)
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--budgets", type=int, nargs="+", default=[0, 768, 512, 384, 256])
+    ap.add_argument("--nprobes", type=int, nargs="+", default=None,
+                    help="pipeline.voting_nprobe values to run (default: the config's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=Path, metavar="JSON", help="JSON file of MatcherConfig overrides")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results_voting_budget.json"))
@@ -67,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     with open_references(index=args.index, config=pipeline.config) as (store, _):
         ids = store.ids
         store.keypoint_voter(seed=pipeline.config.seed)  # loaded before timing
-        for budget in args.budgets:
-            cfg = dataclasses.replace(pipeline.config, pipeline=dataclasses.replace(
-                pipeline.config.pipeline, voting_keypoints=budget))
-            pipeline.config = cfg
+        base = pipeline.config
+        for budget, nprobe in [(b, p) for b in args.budgets for p in args.nprobes or [base.pipeline.voting_nprobe]]:
+            pipeline.config = dataclasses.replace(base, pipeline=dataclasses.replace(
+                base.pipeline, voting_keypoints=budget, voting_nprobe=nprobe))
             timer = StageTimer()
             found = by_votes = 0
             for q in described:
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 found += bool(hit)
                 by_votes += bool(hit) and hit[0].evidence.sources == ["voting"]
             n = len(described)
-            row = {"budget": budget, "queries": n, "candidate_recall": round(found / n, 4),
+            row = {"budget": budget, "nprobe": nprobe, "queries": n, "candidate_recall": round(found / n, 4),
                    "found_by_votes_only": by_votes, "voting_s_per_query": round(timer.seconds["voting"] / n, 4)}
             rows.append(row)
             print(json.dumps(row), flush=True)

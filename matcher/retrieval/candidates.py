@@ -140,7 +140,8 @@ def find_candidates(descriptors: np.ndarray, region_tags: Sequence[str], store: 
             taken = set(ranked)
             voter = store.keypoint_voter(seed=config.seed)
             voters = strongest_keypoints(local, cfg.voting_keypoints)
-            extra = [r for r, _ in voter.vote(voters, cfg.voting_candidates + len(ranked)) if r not in taken]
+            extra = [r for r, _ in voter.vote(voters, cfg.voting_candidates + len(ranked), nprobe=cfg.voting_nprobe)
+                     if r not in taken]
             for r in extra[: cfg.voting_candidates]:
                 ranked.append(r)
                 sources[r].add("voting")

@@ -21,6 +21,14 @@ read per file state (~2 GB/s). ``mmap=True`` memory-maps the file (faiss ``IO_FL
 stay in the page cache, shared by every process querying the same index; such a voter is read-only
 (:meth:`~KeypointVoter.add` copies it into memory first).
 Memory (flat codes): 512 bytes per reference keypoint, about 0.5 GB per 1,000 references at 1,024 keypoints.
+
+Coarse assignment at vote time: an IVF voter assigns the query keypoints to their ``nprobe`` nearest lists through
+an HNSW graph over its centroids (:func:`centroid_graph`, built once per voter in one thread, so it is the same
+graph in every process), not the flat quantizer the index was trained and filled with: faiss' flat quantizer
+searched with one query's ~1,500 descriptors cost ~45 ms per 768 at 10,000 references (5,726 lists) and grows with
+the square root of the keypoints; the graph (efSearch :data:`COARSE_EF`) ~12 ms, finding 99.5 % of the exact 8
+nearest lists (bench/RESULTS.md, issue 15). Building, adding and saving keep the flat quantizer, so files do not
+change.
 """
 from __future__ import annotations
 
@@ -38,11 +46,13 @@ import numpy as np
 from matcher.local.types import LocalFeatures
 from matcher.retrieval.index import MMAP_FLAGS, RowExclusion, file_crc32, in_memory
 
-__all__ = ["VOTER_CODES", "VOTER_FORMAT", "KeypointVoter", "VoterCorruptError", "VoterFileError", "count_votes",
-           "file_state"]
+__all__ = ["COARSE_EF", "VOTER_CODES", "VOTER_FORMAT", "KeypointVoter", "VoterCorruptError", "VoterFileError",
+           "centroid_graph", "count_votes", "file_state"]
 
 VOTER_FORMAT = "icd-keypoint-voter/1"
 VOTER_CODES = ("flat", "sq8", "pq32", "pq64")  # how the IVF lists hold the reference keypoints (see above)
+COARSE_EF = 32  # efSearch of the centroid graph (breadth of its search; 8 nearest lists: 99.5 % found at 32)
+_COARSE_M = 32  # links per centroid in the graph
 _META = "voter.json"
 _VERIFIED = "verified.json"
 
@@ -89,6 +99,21 @@ def count_votes(owner: np.ndarray, nn: np.ndarray, n_refs: int) -> np.ndarray:
     return np.bincount(owner[nn], minlength=n_refs).astype(np.int64)
 
 
+def centroid_graph(centroids: np.ndarray, ef: int = COARSE_EF) -> faiss.IndexHNSWFlat:
+    """An HNSW graph (L2) over ``centroids`` (nlist, D) float32, rows in order, searched with ``ef``. Built in one
+    thread: faiss' parallel insertion depends on thread timing, one thread gives the same graph everywhere."""
+    graph = faiss.IndexHNSWFlat(int(centroids.shape[1]), _COARSE_M)
+    graph.hnsw.efConstruction = 80
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        graph.add(np.ascontiguousarray(centroids, np.float32))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    graph.hnsw.efSearch = int(ef)
+    return graph
+
+
 def _descriptors(features: Sequence[LocalFeatures], dim: int) -> np.ndarray:
     parts = [np.asarray(f.descriptors, np.float32) for f in features if f.n]
     return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
@@ -113,6 +138,7 @@ class KeypointVoter:
         self.exact_below, self.nprobe, self.seed = int(exact_below), int(nprobe), int(seed)
         self.excluded_refs = np.zeros(0, np.int64)  # reference rows whose keypoints no longer vote (removed)
         self._exclusion = RowExclusion()
+        self._graph: faiss.IndexHNSWFlat | None = None  # centroid graph for vote-time coarse assignment (lazy)
         if isinstance(index, faiss.IndexIVF):
             index.nprobe = self.nprobe
         if isinstance(index, faiss.IndexIVFPQ):  # no precomputed distance table (lists x M x 256 floats, private
@@ -215,21 +241,47 @@ class KeypointVoter:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def vote(self, query: LocalFeatures, top: int, min_votes: int = 3, mirrored: bool = True) -> list[tuple[int, int]]:
-        """Best ``top`` (reference row, votes) with votes > ``min_votes``, most votes first."""
+    def vote(self, query: LocalFeatures, top: int, min_votes: int = 3, mirrored: bool = True,
+             nprobe: int | None = None) -> list[tuple[int, int]]:
+        """Best ``top`` (reference row, votes) with votes > ``min_votes``, most votes first; ``nprobe``: IVF lists
+        visited per keypoint (None = the voter's own)."""
         if query.n == 0 or len(self) == 0 or top <= 0:
             return []
         n_refs = self.n_refs
-        search = self._exclusion.search
-        votes = count_votes(self.owner, search(self.index, np.asarray(query.descriptors, np.float32), 1)[1][:, 0],
-                            n_refs)
-        if mirrored and query.mirrored is not None:
-            mv = count_votes(self.owner, search(self.index, np.asarray(query.mirrored, np.float32), 1)[1][:, 0],
-                             n_refs)
-            votes = np.maximum(votes, mv)
+        x = np.asarray(query.descriptors, np.float32)
+        both = mirrored and query.mirrored is not None
+        if both:  # one search for both: the coarse and list scans batch better
+            x = np.concatenate([x, np.asarray(query.mirrored, np.float32)])
+        nn = self.nearest(x, nprobe)
+        votes = count_votes(self.owner, nn[: query.n], n_refs)
+        if both:
+            votes = np.maximum(votes, count_votes(self.owner, nn[query.n:], n_refs))
         rows = np.flatnonzero(votes > min_votes)
         rows = rows[np.lexsort((rows, -votes[rows]))][:top]
         return [(int(r), int(votes[r])) for r in rows]
+
+    def nearest(self, x: np.ndarray, nprobe: int | None = None) -> np.ndarray:
+        """(M,) int64 row of the nearest reference keypoint of each of ``x`` (M, D) float32 (-1 = none), excluded
+        references left out; an IVF voter visits ``nprobe`` lists (None = its own) found by the centroid graph."""
+        index = self.index
+        if not isinstance(index, faiss.IndexIVF):
+            return self._exclusion.search(index, x, 1)[1][:, 0]
+        nprobe = int(self.nprobe if nprobe is None else nprobe)
+        if nprobe < 1:
+            raise ValueError(f"the voter's nprobe must be at least 1; got {nprobe}")
+        nprobe = min(nprobe, int(index.nlist))
+        if self._graph is None:
+            self._graph = centroid_graph(index.quantizer.reconstruct_n(0, int(index.nlist)))
+        self._graph.hnsw.efSearch = max(COARSE_EF, nprobe)
+        x = np.ascontiguousarray(x, np.float32)
+        dq, lists = self._graph.search(x, nprobe)  # (M, nprobe) float32, int64 (-1 = fewer lists found: skipped)
+        params = self._exclusion.params(index) or faiss.SearchParametersIVF()
+        params.nprobe = nprobe  # faiss reads nprobe columns of the assignment from here
+        dist = np.empty((len(x), 1), np.float32)
+        rows = np.empty((len(x), 1), np.int64)
+        index.search_preassigned_c(len(x), faiss.swig_ptr(x), 1, faiss.swig_ptr(lists), faiss.swig_ptr(dq),
+                                   faiss.swig_ptr(dist), faiss.swig_ptr(rows), False, params)
+        return rows[:, 0]
 
     # ------------------------------------------------------------------------------------------------ files
     def save(self, folder: str | os.PathLike[str], **meta: Any) -> None:

@@ -150,3 +150,36 @@ def test_tampered_voter_file_is_refused_by_name(tmp_path):
     with pytest.raises(VoterCorruptError, match="truncated or overwritten"):
         f.write_bytes(bytes(data[:-10]))
         KeypointVoter.load(tmp_path)
+
+
+def test_graph_coarse_assignment_finds_the_flat_quantizer_rows():
+    """Visiting every list through the centroid graph is exact search; at a small nprobe the graph's lists are
+    the flat quantizer's; the graph is the same in every build; nprobe < 1 is refused."""
+    feats, engine = _feats()
+    voter = KeypointVoter.from_features(feats, exact_below=10, nprobe=4)
+    index = voter.index
+    q = engine.query_features(demo_photo("chelsea")[20:260, 50:330]).features[0]
+    x = np.concatenate([q.descriptors, q.mirrored]).astype(np.float32)
+    index.nprobe = index.nlist
+    exact_rows = index.search(x, 1)[1][:, 0]
+    assert np.array_equal(voter.nearest(x, nprobe=index.nlist), exact_rows)
+    index.nprobe = 4
+    flat = index.search(x, 1)[1][:, 0]
+    graph = voter.nearest(x, nprobe=4)
+    assert np.mean(graph == flat) > 0.97
+    again = KeypointVoter.from_features(feats, exact_below=10, nprobe=4)
+    assert np.array_equal(again.nearest(x, nprobe=4), graph)
+    assert voter.vote(q, top=1, nprobe=4)[0][0] == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        voter.vote(q, top=1, nprobe=0)
+
+
+def test_excluded_references_do_not_vote_through_the_graph():
+    feats, engine = _feats()
+    voter = KeypointVoter.from_features(feats, exact_below=10, nprobe=8)
+    q = engine.query_features(demo_photo("rocket")[30:300, 40:380]).features[0]
+    assert voter.vote(q, top=1)[0][0] == 2
+    voter.exclude([2])
+    rows = voter.nearest(np.asarray(q.descriptors, np.float32), nprobe=8)
+    assert not np.isin(rows[rows >= 0], np.flatnonzero(voter.owner == 2)).any()
+    assert all(r != 2 for r, _ in voter.vote(q, top=4))
