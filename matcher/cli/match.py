@@ -37,6 +37,16 @@ def _finite(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_match_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", required=True, help="folder (or file) of query images")
     src = p.add_mutually_exclusive_group(required=True)
@@ -65,6 +75,9 @@ def add_match_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-regions", default=None,
                    help="comma-separated reference region proposers: pipeline default grid2,grid3,center (crops "
                         "described at index time); with --exhaustive default full")
+    p.add_argument("--workers", type=_positive, default=1, metavar="N",
+                   help="match in N one-thread processes sharing the index's mapped files (on C cores, N = C is "
+                        "the fastest; default 1: this process, all its threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary on stdout (counts, rows written, skipped files with reasons, seconds "
@@ -76,6 +89,7 @@ def add_match_arguments(p: argparse.ArgumentParser) -> None:
 def run_match(args: argparse.Namespace) -> int:
     from matcher.cli.common import config_from_args, print_json, show_progress
     from matcher.io.folders import DuplicateIdError
+    from matcher.isc.workers import WorkerError
     from matcher.references.features import FeatureStoreError
 
     qr, rr = _names(args.query_regions), _names(args.reference_regions)
@@ -87,8 +101,9 @@ def run_match(args: argparse.Namespace) -> int:
 
             if args.references is None:
                 raise ValueError("--exhaustive needs --references DIR")
-            if args.ray is not None:
-                raise ValueError("--exhaustive runs in one process; --ray runs the pipeline (drop one of them)")
+            if args.ray is not None or args.workers > 1:
+                raise ValueError("--exhaustive runs in one process; --ray and --workers run the pipeline (drop one "
+                                 "of them)")
             regions = {k: v for k, v in (("query_regions", qr), ("reference_regions", rr)) if v is not None}
             config = config_from_args(args, overrides={**limits, "local": regions})
             summary = run_exhaustive_match(args.queries, args.references, args.output, config=config,
@@ -115,6 +130,9 @@ def run_match(args: argparse.Namespace) -> int:
                     base = stored.config.to_dict()
             config = config_from_args(args, base, overrides={**limits, "pipeline": pipe})
             try:
+                if args.ray is not None and args.workers > 1:
+                    raise ValueError("--ray spreads the job over the cluster's CPUs; --workers over this machine's "
+                                     "(drop one of them)")
                 if args.ray is not None:
                     from matcher.cluster.jobs import run_cluster_match
 
@@ -129,7 +147,8 @@ def run_match(args: argparse.Namespace) -> int:
                                                  min_score=args.min_score)
             except IndexStoreError as exc:
                 raise ValueError(str(exc)) from exc
-    except (FileNotFoundError, NotADirectoryError, ValueError, DuplicateIdError, FeatureStoreError) as exc:
+    except (FileNotFoundError, NotADirectoryError, ValueError, DuplicateIdError, FeatureStoreError,
+            WorkerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for s in summary.skipped:

@@ -47,7 +47,7 @@ def run_pipeline_match(queries: str | Path, output: str | Path, *, references: s
                        index_dir: str | Path | None = None, config: MatcherConfig | None = None,
                        pipeline: Pipeline | None = None, progress: bool = True, chunk: int = 64,
                        on_query: Callable[[list[PairMatch]], None] | None = None, output_format: str | None = None,
-                       min_score: float | None = None) -> PipelineSummary:
+                       min_score: float | None = None, workers: int = 1) -> PipelineSummary:
     """Match the images under ``queries`` against ``references`` (a folder, indexed on the fly, into ``index_dir``
     when given) or against an existing index at ``index_dir``; write ``output`` (at most ``config.top_k`` rows per
     query, ``config.max_rows`` in total, none scoring below ``min_score``) in ``output_format`` (csv: the ISC
@@ -55,9 +55,15 @@ def run_pipeline_match(queries: str | Path, output: str | Path, *, references: s
     beside it.
 
     ``on_query`` receives every query's scored candidates (all of them, best first), e.g. for benchmarks.
+    ``workers`` > 1: the queries are matched by that many one-thread processes (:mod:`matcher.isc.workers`; the
+    seconds per stage are then summed over them).
     """
     if references is None and index_dir is None:
         raise ValueError("give references (a folder) or index_dir (an index built by `icd index`)")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1; got {workers}")
+    if workers > 1 and (on_query is not None or pipeline is not None):
+        raise ValueError("workers > 1 matches in other processes: on_query and a pipeline object need workers=1")
     output = Path(output)
     fmt = resolve_format(output, output_format)  # before any work: a bad format or a missing pyarrow fails fast
     summary = PipelineSummary(output=str(output), format=fmt, min_score=min_score)
@@ -71,9 +77,10 @@ def run_pipeline_match(queries: str | Path, output: str | Path, *, references: s
         opened = open_references(index=index_dir, config=config or (pipeline.config if pipeline else None))
     with opened as (store, skipped):
         summary.skipped.extend(skipped)
-        pipe = pipe or Pipeline(store.config)
+        if pipe is None and workers == 1:  # workers load their own models
+            pipe = Pipeline(store.config)
         summary.seconds["references"] = time.perf_counter() - t_start
-        cfg = pipe.config
+        cfg = pipe.config if pipe is not None else store.config
         summary.n_references = len(store)
 
         t_q = time.perf_counter()
@@ -88,8 +95,14 @@ def run_pipeline_match(queries: str | Path, output: str | Path, *, references: s
             described += n
             bars("describe", described, len(qset))
 
+        if workers > 1:
+            _match_in_workers(store, cfg, qset, workers, fmt, summary, rows, bars)
+            summary.seconds["queries_total"] = time.perf_counter() - t_q
+            summary.write(rows, cfg.max_rows)
+            return summary
         loaded = ((qid, image) for qid, _path, image in qset.iter_loaded())
         try:
+            assert pipe is not None
             for matches in match_queries(pipe, store, loaded, chunk=chunk, timer=timer, on_described=on_described):
                 summary.n_candidates += len(matches)
                 if on_query is not None:
@@ -107,3 +120,26 @@ def run_pipeline_match(queries: str | Path, output: str | Path, *, references: s
 
     summary.write(rows, cfg.max_rows)
     return summary
+
+
+def _match_in_workers(store: Any, cfg: MatcherConfig, qset: Any, workers: int, fmt: str, summary: PipelineSummary,
+                      rows: list[dict[str, Any]], bars: ProgressBars) -> None:
+    """The query loop of :func:`run_pipeline_match` in worker processes over the store's index folder (its voter
+    brought up to date and saved first, so the workers map it instead of each rebuilding it)."""
+    from matcher.isc.workers import match_in_workers, skipped_files
+
+    path = getattr(store, "path", None)
+    if path is None:
+        raise ValueError("workers > 1 needs references stored in an index folder")
+    if cfg.pipeline.keypoint_voting and len(store) and cfg.index.local_features:
+        store.keypoint_voter(seed=cfg.seed)
+    try:
+        got = match_in_workers(path, cfg, qset, workers=workers, evidence=fmt != "csv",
+                               on_progress=lambda n: bars("match", n, len(qset)))
+    finally:
+        bars.close()
+    rows.extend(got.rows)
+    summary.skipped.extend(qset.skipped)
+    summary.skipped.extend(skipped_files(got))
+    summary.n_queries, summary.n_candidates, summary.n_copies = got.n_queries, got.n_candidates, got.n_copies
+    summary.seconds.update({k: round(v, 3) for k, v in got.seconds.items()})

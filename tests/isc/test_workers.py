@@ -1,0 +1,119 @@
+"""Matching in worker processes (``icd match --workers N``): the rows, scores and skipped list of one process; a
+worker killed mid-job costs a retry of its slice; a failing worker fails the job naming its queries; bad
+arguments exit 2."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from matcher.api import Matcher
+from matcher.cli import main
+from matcher.config import MatcherConfig
+from matcher.io.folders import read_images
+from matcher.isc.track import run_pipeline_match
+from matcher.isc.workers import WorkerError, match_in_workers, slices
+
+# 2x2 reference crops and no detector keep it fast (stored with the index, so the workers use them too)
+CONFIG = MatcherConfig.make(pipeline={"reference_regions": ["grid2"], "query_regions": ["full", "flips"]})
+
+
+def _picture(img: np.ndarray, path: Path, width: int = 280) -> np.ndarray:
+    im = Image.fromarray(np.ascontiguousarray(img))
+    im = im.resize((width, round(width * im.height / im.width)))
+    im.save(path, quality=92)
+    return np.asarray(im)
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory) -> tuple[Path, Path]:
+    """(index folder, queries folder): three references; a crop, a mirrored copy, an unrelated picture and a
+    broken file as queries."""
+    refs, qs = (tmp_path_factory.mktemp(name) for name in ("worker_refs", "worker_queries"))
+    saved = {name: _picture(fn(), refs / f"{name}.jpg") for name, fn in
+             (("coffee", data.coffee), ("chelsea", data.chelsea), ("rocket", data.rocket))}
+    _picture(saved["coffee"][30:170, 60:250], qs / "q_coffee_crop.jpg", 190)
+    _picture(saved["chelsea"][:, ::-1], qs / "q_chelsea_mirror.png")
+    _picture(data.camera(), qs / "q_camera.png", 240)
+    (qs / "q_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    index = tmp_path_factory.mktemp("worker_index") / "refs.icdindex"
+    assert Matcher.from_pretrained(CONFIG).index(refs, index).added == 3
+    return index, qs
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _same_rows(a: list[dict], b: list[dict]) -> None:
+    a, b = (sorted(x, key=lambda r: (r["query_id"], r["reference_id"])) for x in (a, b))
+    assert [(r["query_id"], r["reference_id"]) for r in a] == [(r["query_id"], r["reference_id"]) for r in b]
+    assert np.allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-4)
+    assert [r["is_copy"] for r in a] == [r["is_copy"] for r in b]
+
+
+@pytest.mark.parametrize(("n", "parts", "expected"), [
+    (5, 2, [(0, 2), (2, 5)]), (4, 2, [(0, 2), (2, 4)]), (2, 5, [(0, 1), (1, 2)]), (0, 3, []), (3, 1, [(0, 3)])])
+def test_slices_cover_the_queries_in_order(n, parts, expected):
+    assert slices(n, parts) == expected
+
+
+def test_workers_give_the_one_process_rows(job, tmp_path):
+    index, qs = job
+    one = run_pipeline_match(qs, tmp_path / "one.jsonl", index_dir=index, progress=False)
+    two = run_pipeline_match(qs, tmp_path / "two.jsonl", index_dir=index, progress=False, workers=2)
+    rows = _rows(tmp_path / "one.jsonl")
+    assert rows and any(r["is_copy"] and r["reference_id"] == "coffee" for r in rows)
+    _same_rows(rows, _rows(tmp_path / "two.jsonl"))
+    assert (tmp_path / "one.jsonl.skipped.csv").read_text() == (tmp_path / "two.jsonl.skipped.csv").read_text()
+    assert [s.path for s in two.skipped] == [str(qs / "q_broken.jpg")]
+    assert (two.n_queries, two.n_candidates, two.n_copies) == (one.n_queries, one.n_candidates, one.n_copies) == \
+        (3, one.n_candidates, one.n_copies)
+    assert two.seconds["verify"] > 0 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "one.jsonl", "one.jsonl.skipped.csv", "two.jsonl", "two.jsonl.skipped.csv"]
+
+
+def test_a_killed_worker_costs_a_retry(job, tmp_path):
+    index, qs = job
+    config = MatcherConfig.make(**json.loads(json.dumps(CONFIG.to_dict())))
+    qset = read_images(qs, config=config.load)
+    killed = []
+
+    def kill_once(done: int) -> None:  # after the first of its three loadable queries: it cannot have finished
+        if not killed:
+            (worker,) = mp.active_children()
+            os.kill(worker.pid, signal.SIGKILL)
+            killed.append(worker.pid)
+
+    got = match_in_workers(index, config, qset, workers=1, evidence=True, on_progress=kill_once)
+    assert killed and got.retries == 1 and got.n_queries == 3
+    run_pipeline_match(qs, tmp_path / "one.jsonl", index_dir=index, progress=False)
+    _same_rows(_rows(tmp_path / "one.jsonl"), got.rows)
+    assert [s[0] for s in got.skipped] == [str(qs / "q_broken.jpg")]
+
+
+def test_a_failing_worker_fails_the_job_naming_its_queries(job, tmp_path):
+    _, qs = job
+    qset = read_images(qs, config=CONFIG.load)
+    with pytest.raises(WorkerError, match="queries q_broken..q_coffee_crop failed"):
+        match_in_workers(tmp_path / "no_index", CONFIG, qset, workers=1)
+
+
+def test_bad_worker_arguments_exit_2(job, tmp_path, capsys):
+    index, qs = job
+    base = ["match", "--queries", str(qs), "--output", str(tmp_path / "o.csv"), "--no-progress"]
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--index", str(index), "--workers", "0"])
+    assert exc.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    assert main([*base, "--references", str(qs), "--exhaustive", "--workers", "2"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="at least 1"):
+        run_pipeline_match(qs, tmp_path / "o.csv", index_dir=index, workers=0)
+    assert not (tmp_path / "o.csv").exists()
