@@ -27,8 +27,10 @@ an HNSW graph over its centroids (:func:`centroid_graph`, built once per voter i
 graph in every process), not the flat quantizer the index was trained and filled with: faiss' flat quantizer
 searched with one query's ~1,500 descriptors cost ~45 ms per 768 at 10,000 references (5,726 lists) and grows with
 the square root of the keypoints; the graph (efSearch :data:`COARSE_EF`) ~12 ms, finding 99.5 % of the exact 8
-nearest lists (bench/RESULTS.md, issue 15). Building, adding and saving keep the flat quantizer, so files do not
-change.
+nearest lists (bench/RESULTS.md, issue 15). Adding keypoints to an IVF voter finds their list through the same
+graph (faiss ``add_core`` with the assignment given): the flat quantizer's assignment costs 2 x lists x 128 flops
+per keypoint, ~1 hour for the 82 million keypoints of 100,000 references on 2 cores. The saved file keeps the flat
+quantizer (its centroids); the graph is rebuilt from them.
 """
 from __future__ import annotations
 
@@ -46,12 +48,14 @@ import numpy as np
 from matcher.local.types import LocalFeatures
 from matcher.retrieval.index import MMAP_FLAGS, RowExclusion, file_crc32, in_memory
 
-__all__ = ["COARSE_EF", "VOTER_CODES", "VOTER_FORMAT", "KeypointVoter", "VoterCorruptError", "VoterFileError",
+__all__ = ["ADD_EF", "COARSE_EF", "VOTER_CODES", "VOTER_FORMAT", "KeypointVoter", "VoterCorruptError", "VoterFileError",
            "centroid_graph", "count_votes", "file_state"]
 
 VOTER_FORMAT = "icd-keypoint-voter/1"
 VOTER_CODES = ("flat", "sq8", "pq32", "pq64")  # how the IVF lists hold the reference keypoints (see above)
 COARSE_EF = 32  # efSearch of the centroid graph (breadth of its search; 8 nearest lists: 99.5 % found at 32)
+ADD_EF = 16  # efSearch when adding keypoints (their one list): 98.9 % the nearest list, 9 us per keypoint (32: 99.8 %,
+# 17 us; the flat quantizer ~2 us per 1,000 lists), measured at 10,000 references (5,726 lists)
 _COARSE_M = 32  # links per centroid in the graph
 _META = "voter.json"
 _VERIFIED = "verified.json"
@@ -112,6 +116,11 @@ def centroid_graph(centroids: np.ndarray, ef: int = COARSE_EF) -> faiss.IndexHNS
         faiss.omp_set_num_threads(threads)
     graph.hnsw.efSearch = int(ef)
     return graph
+
+
+def _ef(ef: int) -> faiss.SearchParametersHNSW:
+    """Per-call HNSW search parameters (the graph itself is shared, never changed while searched)."""
+    return faiss.SearchParametersHNSW(efSearch=int(ef))
 
 
 def _descriptors(features: Sequence[LocalFeatures], dim: int) -> np.ndarray:
@@ -214,8 +223,17 @@ class KeypointVoter:
         self.owner = np.concatenate([self.owner, np.repeat(np.arange(len(self.sizes), len(self.sizes) + len(sizes),
                                                                      dtype=np.int64), sizes)])
         self.sizes = np.concatenate([self.sizes, sizes])
-        if len(d):
+        if not len(d):
+            return
+        if not isinstance(self.index, faiss.IndexIVF):
             self.index.add(d)
+            return
+        d = np.ascontiguousarray(d)  # IVF: each vector's list found through the centroid graph, then stored
+        lists = np.ascontiguousarray(self._centroid_graph().search(d, 1, params=_ef(ADD_EF))[1][:, 0])
+        missing = lists < 0  # the graph found no centroid (never seen; the flat quantizer then decides)
+        if missing.any():
+            lists[missing] = self.index.quantizer.assign(d[missing], 1)[:, 0]
+        self.index.add_core(len(d), faiss.swig_ptr(d), None, faiss.swig_ptr(lists))
 
     def exclude(self, rows: Sequence[int] | np.ndarray) -> None:
         """Leave the keypoints of reference ``rows`` (< :attr:`n_refs`) out of every later vote: their vectors stay
@@ -260,6 +278,12 @@ class KeypointVoter:
         rows = rows[np.lexsort((rows, -votes[rows]))][:top]
         return [(int(r), int(votes[r])) for r in rows]
 
+    def _centroid_graph(self) -> faiss.IndexHNSWFlat:
+        """The HNSW graph over this IVF voter's centroids (built on first use; they never change)."""
+        if self._graph is None:
+            self._graph = centroid_graph(self.index.quantizer.reconstruct_n(0, int(self.index.nlist)))
+        return self._graph
+
     def nearest(self, x: np.ndarray, nprobe: int | None = None) -> np.ndarray:
         """(M,) int64 row of the nearest reference keypoint of each of ``x`` (M, D) float32 (-1 = none), excluded
         references left out; an IVF voter visits ``nprobe`` lists (None = its own) found by the centroid graph."""
@@ -270,11 +294,8 @@ class KeypointVoter:
         if nprobe < 1:
             raise ValueError(f"the voter's nprobe must be at least 1; got {nprobe}")
         nprobe = min(nprobe, int(index.nlist))
-        if self._graph is None:
-            self._graph = centroid_graph(index.quantizer.reconstruct_n(0, int(index.nlist)))
-        self._graph.hnsw.efSearch = max(COARSE_EF, nprobe)
         x = np.ascontiguousarray(x, np.float32)
-        dq, lists = self._graph.search(x, nprobe)  # (M, nprobe) float32, int64 (-1 = fewer lists found: skipped)
+        dq, lists = self._centroid_graph().search(x, nprobe, params=_ef(max(COARSE_EF, nprobe)))  # (M, nprobe) float32, int64 (-1 = fewer lists found: skipped)
         params = self._exclusion.params(index) or faiss.SearchParametersIVF()
         params.nprobe = nprobe  # faiss reads nprobe columns of the assignment from here
         dist = np.empty((len(x), 1), np.float32)
