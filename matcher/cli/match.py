@@ -144,7 +144,7 @@ def run_match(args: argparse.Namespace) -> int:
                     summary = run_pipeline_match(args.queries, args.output, references=args.references,
                                                  index_dir=args.index or args.cache, config=config,
                                                  progress=progress, output_format=args.format,
-                                                 min_score=args.min_score)
+                                                 min_score=args.min_score, workers=args.workers)
             except IndexStoreError as exc:
                 raise ValueError(str(exc)) from exc
     except (FileNotFoundError, NotADirectoryError, ValueError, DuplicateIdError, FeatureStoreError,

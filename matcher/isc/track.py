@@ -29,10 +29,13 @@ __all__ = ["PipelineSummary", "run_pipeline_match"]
 
 @dataclass
 class PipelineSummary(MatchSummary):
-    """What a pipeline job did: :class:`MatchSummary` plus candidate pairs verified and pairs above the threshold."""
+    """What a pipeline job did: :class:`MatchSummary` plus candidate pairs verified, pairs above the threshold, the
+    processes that matched (``workers``; 1 = this one) and worker slices matched again after their worker died."""
 
     n_candidates: int = 0
     n_copies: int = 0
+    workers: int = 1
+    worker_retries: int = 0
 
     def __str__(self) -> str:
         t = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
@@ -142,4 +145,5 @@ def _match_in_workers(store: Any, cfg: MatcherConfig, qset: Any, workers: int, f
     summary.skipped.extend(qset.skipped)
     summary.skipped.extend(skipped_files(got))
     summary.n_queries, summary.n_candidates, summary.n_copies = got.n_queries, got.n_candidates, got.n_copies
+    summary.workers, summary.worker_retries = workers, got.retries
     summary.seconds.update({k: round(v, 3) for k, v in got.seconds.items()})

@@ -24,10 +24,10 @@ import itertools
 import logging
 import multiprocessing as mp
 import os
-import queue
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +69,10 @@ def slices(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def _match_slice(index_dir: str, config: dict[str, Any], ids: list[str], paths: list[str], evidence: bool,
-                 chunk: int, part: int, messages: Any) -> None:
-    """Worker body: match ``ids`` / ``paths`` against the index; put ("progress", part, 1) per query, then
-    ("done", part, SliceResult) or ("error", part, text) on ``messages``."""
+                 chunk: int, conn: Any) -> None:
+    """Worker body: match ``ids`` / ``paths`` against the index; send ("progress", 1) per query, then ("done",
+    SliceResult) or ("error", text) on ``conn`` (this worker's own pipe: a worker killed while writing leaves no
+    lock held that another worker would wait for, as a shared queue's would)."""
     try:
         import cv2
 
@@ -95,12 +96,15 @@ def _match_slice(index_dir: str, config: dict[str, Any], ids: list[str], paths: 
                     out.rows.append(pair_row(m, evidence=evidence))
                     out.n_copies += int(m.is_copy)
                 out.n_queries += 1
-                messages.put(("progress", part, 1))
+                conn.send(("progress", 1))
         out.skipped = [(s.path, s.reason, s.message) for s in qset.skipped]
         out.seconds = dict(timer.seconds)
-        messages.put(("done", part, out))
+        conn.send(("done", out))
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, which fails the job with it
-        messages.put(("error", part, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"))
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"))
+    finally:
+        conn.close()
 
 
 @contextlib.contextmanager
@@ -128,53 +132,66 @@ def match_in_workers(index_dir: str | os.PathLike[str], config: MatcherConfig, q
         raise ValueError(f"workers and threads must be at least 1; got {workers} and {threads}")
     parts = slices(len(qset), workers)
     ctx = mp.get_context("spawn")
-    messages = ctx.Queue()
     conf = config.to_dict()
 
-    def start(part: int) -> Any:
+    def start(part: int) -> tuple[Any, Any]:
         a, b = parts[part]
+        reader, writer = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_match_slice, name=f"icd-match-worker-{part}", daemon=True,
                            args=(str(index_dir), conf, qset.ids[a:b], [str(p) for p in qset.paths[a:b]], evidence,
-                                 chunk, part, messages))
+                                 chunk, writer))
         with _thread_env(threads):
             proc.start()
-        return proc
+        writer.close()  # the child's end: EOF here once the child exits, however it ends
+        return proc, reader
 
-    procs = {part: start(part) for part in range(len(parts))}
-    tries = dict.fromkeys(procs, 1)
+    def name(part: int) -> str:
+        a, b = parts[part]
+        return f"the worker matching queries {qset.ids[a]}..{qset.ids[b - 1]}"
+
+    running = {part: start(part) for part in range(len(parts))}
+    tries = dict.fromkeys(running, 1)
     results: dict[int, SliceResult] = {}
-    progress = dict.fromkeys(procs, 0)
+    progress = dict.fromkeys(running, 0)
     try:
-        while len(results) < len(parts):
-            try:
-                kind, part, payload = messages.get(timeout=_POLL_S)
-            except queue.Empty:
-                for part, proc in procs.items():
-                    if part in results or proc.is_alive():
-                        continue
-                    with contextlib.suppress(queue.Empty):  # its last message may still be in the pipe
-                        kind, p, payload = messages.get(timeout=_POLL_S)
-                        _take(kind, p, payload, results, progress, parts, qset)
-                    if part in results:
-                        continue
-                    a, b = parts[part]
-                    if tries[part] >= 2:
-                        raise WorkerError(f"the worker matching queries {qset.ids[a]}..{qset.ids[b - 1]} died twice "
-                                          f"(exit code {proc.exitcode}); nothing was written")
-                    tries[part] += 1
-                    _LOG.warning("the worker matching queries %s..%s died (exit code %s); matching them again",
-                                 qset.ids[a], qset.ids[b - 1], proc.exitcode)
-                    progress[part] = 0
-                    procs[part] = start(part)
-                continue
-            _take(kind, part, payload, results, progress, parts, qset)
+        while running:
+            wait([reader for _, reader in running.values()], timeout=_POLL_S)
+            for part, (proc, reader) in list(running.items()):
+                ended = False
+                try:
+                    while reader.poll():
+                        kind, payload = reader.recv()
+                        if kind == "progress":
+                            progress[part] += int(payload)
+                        elif kind == "done":
+                            results[part], progress[part] = payload, payload.n_queries
+                            ended = True
+                            break
+                        else:
+                            raise WorkerError(f"{name(part)} failed: {payload}")
+                except (EOFError, OSError):  # the child exited without a result: it died
+                    ended = True
+                if not ended:
+                    continue
+                reader.close()
+                proc.join(timeout=10)
+                del running[part]
+                if part in results:
+                    continue
+                if tries[part] >= 2:
+                    raise WorkerError(f"{name(part)} died twice (exit code {proc.exitcode}); nothing was written")
+                _LOG.warning("%s died (exit code %s); matching them again", name(part), proc.exitcode)
+                tries[part] += 1
+                progress[part] = 0
+                running[part] = start(part)
             if on_progress is not None:
                 on_progress(sum(progress.values()))
     finally:
-        for proc in procs.values():
+        for proc, reader in running.values():
             if proc.is_alive():
                 proc.terminate()
             proc.join(timeout=10)
+            reader.close()
     out = SliceResult(retries=sum(tries.values()) - len(tries))
     for part in range(len(parts)):
         r = results[part]
@@ -186,19 +203,6 @@ def match_in_workers(index_dir: str | os.PathLike[str], config: MatcherConfig, q
         for k, v in r.seconds.items():
             out.seconds[k] = out.seconds.get(k, 0.0) + v
     return out
-
-
-def _take(kind: str, part: int, payload: Any, results: dict[int, SliceResult], progress: dict[int, int],
-          parts: list[tuple[int, int]], qset: ImageSet) -> None:
-    """Apply one worker message to the driver's state (a worker's exception fails the job)."""
-    if kind == "progress":
-        progress[part] += int(payload)
-    elif kind == "done":
-        results[part] = payload
-        progress[part] = payload.n_queries
-    else:
-        a, b = parts[part]
-        raise WorkerError(f"the worker matching queries {qset.ids[a]}..{qset.ids[b - 1]} failed: {payload}")
 
 
 def skipped_files(result: SliceResult) -> list[SkippedFile]:

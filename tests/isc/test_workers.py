@@ -65,18 +65,20 @@ def test_slices_cover_the_queries_in_order(n, parts, expected):
     assert slices(n, parts) == expected
 
 
-def test_workers_give_the_one_process_rows(job, tmp_path):
+def test_workers_give_the_one_process_rows(job, tmp_path, capsys):
     index, qs = job
     one = run_pipeline_match(qs, tmp_path / "one.jsonl", index_dir=index, progress=False)
-    two = run_pipeline_match(qs, tmp_path / "two.jsonl", index_dir=index, progress=False, workers=2)
+    assert main(["match", "--queries", str(qs), "--index", str(index), "--output", str(tmp_path / "two.jsonl"),
+                 "--no-progress", "--json", "--workers", "2"]) == 3  # 3: a query was skipped
+    two = json.loads(capsys.readouterr().out)
     rows = _rows(tmp_path / "one.jsonl")
     assert rows and any(r["is_copy"] and r["reference_id"] == "coffee" for r in rows)
     _same_rows(rows, _rows(tmp_path / "two.jsonl"))
     assert (tmp_path / "one.jsonl.skipped.csv").read_text() == (tmp_path / "two.jsonl.skipped.csv").read_text()
-    assert [s.path for s in two.skipped] == [str(qs / "q_broken.jpg")]
-    assert (two.n_queries, two.n_candidates, two.n_copies) == (one.n_queries, one.n_candidates, one.n_copies) == \
-        (3, one.n_candidates, one.n_copies)
-    assert two.seconds["verify"] > 0 and sorted(p.name for p in tmp_path.iterdir()) == [
+    assert [s["path"] for s in two["skipped"]] == [str(qs / "q_broken.jpg")]
+    assert (two["workers"], two["worker_retries"], one.workers) == (2, 0, 1)
+    assert (two["n_queries"], two["n_candidates"], two["n_copies"]) == (3, one.n_candidates, one.n_copies)
+    assert two["seconds"]["verify"] > 0 and sorted(p.name for p in tmp_path.iterdir()) == [
         "one.jsonl", "one.jsonl.skipped.csv", "two.jsonl", "two.jsonl.skipped.csv"]
 
 
@@ -87,7 +89,7 @@ def test_a_killed_worker_costs_a_retry(job, tmp_path):
     killed = []
 
     def kill_once(done: int) -> None:  # after the first of its three loadable queries: it cannot have finished
-        if not killed:
+        if done >= 1 and not killed:
             (worker,) = mp.active_children()
             os.kill(worker.pid, signal.SIGKILL)
             killed.append(worker.pid)
@@ -113,6 +115,8 @@ def test_bad_worker_arguments_exit_2(job, tmp_path, capsys):
         main([*base, "--index", str(index), "--workers", "0"])
     assert exc.value.code == 2 and "must be at least 1" in capsys.readouterr().err
     assert main([*base, "--references", str(qs), "--exhaustive", "--workers", "2"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    assert main([*base, "--index", str(index), "--workers", "2", "--ray", "local"]) == 2
     assert "--workers" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least 1"):
         run_pipeline_match(qs, tmp_path / "o.csv", index_dir=index, workers=0)
