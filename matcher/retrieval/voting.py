@@ -39,6 +39,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ COARSE_EF = 32  # efSearch of the centroid graph (breadth of its search; 8 neare
 ADD_EF = 16  # efSearch when adding keypoints (their one list): 98.9 % the nearest list, 9 us per keypoint (32: 99.8 %,
 # 17 us; the flat quantizer ~2 us per 1,000 lists), measured at 10,000 references (5,726 lists)
 _COARSE_M = 32  # links per centroid in the graph
+_MIN_SLICE = 128  # keypoints per thread, at least, when a search is split over threads
 _META = "voter.json"
 _VERIFIED = "verified.json"
 
@@ -300,8 +302,21 @@ class KeypointVoter:
         params.nprobe = nprobe  # faiss reads nprobe columns of the assignment from here
         dist = np.empty((len(x), 1), np.float32)
         rows = np.empty((len(x), 1), np.int64)
-        index.search_preassigned_c(len(x), faiss.swig_ptr(x), 1, faiss.swig_ptr(lists), faiss.swig_ptr(dq),
-                                   faiss.swig_ptr(dist), faiss.swig_ptr(rows), False, params)
+
+        def scan(a: int, b: int) -> None:  # rows a..b-1 (faiss releases the GIL)
+            index.search_preassigned_c(b - a, faiss.swig_ptr(x[a:b]), 1, faiss.swig_ptr(lists[a:b]),
+                                       faiss.swig_ptr(dq[a:b]), faiss.swig_ptr(dist[a:b]), faiss.swig_ptr(rows[a:b]),
+                                       False, params)
+
+        # faiss scans preassigned lists in the calling thread (its own search splits the queries over its threads):
+        # the rows are split here over faiss' thread count, in contiguous slices (the same rows either way)
+        threads = min(faiss.omp_get_max_threads(), len(x) // _MIN_SLICE)
+        if threads <= 1:
+            scan(0, len(x))
+        else:
+            bounds = [int(v) for v in np.linspace(0, len(x), threads + 1)]
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(scan, bounds[:-1], bounds[1:]))
         return rows[:, 0]
 
     # ------------------------------------------------------------------------------------------------ files

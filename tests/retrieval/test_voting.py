@@ -183,3 +183,19 @@ def test_excluded_references_do_not_vote_through_the_graph():
     rows = voter.nearest(np.asarray(q.descriptors, np.float32), nprobe=8)
     assert not np.isin(rows[rows >= 0], np.flatnonzero(voter.owner == 2)).any()
     assert all(r != 2 for r, _ in voter.vote(q, top=4))
+
+
+def test_threaded_scan_gives_the_one_thread_rows():
+    faiss = pytest.importorskip("faiss")
+    feats, engine = _feats()
+    voter = KeypointVoter.from_features(feats, exact_below=10, nprobe=4)
+    q = engine.query_features(demo_photo("coffee")).features[0]
+    x = np.concatenate([q.descriptors, q.mirrored, q.descriptors[::-1]]).astype(np.float32)
+    before = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(1)
+        one = voter.nearest(x, nprobe=4)
+        faiss.omp_set_num_threads(3)
+        assert len(x) >= 3 * 128 and np.array_equal(voter.nearest(x, nprobe=4), one)
+    finally:
+        faiss.omp_set_num_threads(before)
