@@ -21,9 +21,10 @@ Shard file (FORMAT_VERSION 1)::
 Nothing is pickled. Every file is written to a temporary file in the same directory, fsynced and renamed, the
 index last, so a failed or interrupted :meth:`FeatureStore.add` leaves the previous store readable (at most an
 unreferenced shard file remains, overwritten by the next add). Shards are read memory-mapped (their pages are
-shared by every process reading the store) and decoded item by item; length and CRC are checked whenever a shard
-is opened (once per shard while it stays in the LRU of ``cache_shards`` open shards), and a truncated or corrupt
-file raises :class:`FeatureStoreError` naming it. One writer at a time.
+shared by every process reading the store) and decoded item by item; the length is checked whenever a shard is
+opened (once per shard while it stays in the LRU of ``cache_shards`` open shards) and the CRC-32 once per shard file
+state (device, inode, size, mtime: a shard opened again unchanged, after it left the LRU, is not read whole again),
+and a truncated or corrupt file raises :class:`FeatureStoreError` naming it. One writer at a time.
 
 Mirrored descriptors are not stored: they are recomputed on load by bin permutation
 (:func:`matcher.local.features.mirror_sift_descriptors`), which costs far less than reading them.
@@ -149,7 +150,8 @@ class _Shard:
     cache), decoded item by item on :meth:`item` (descriptors to float32 unit rows); the file was checked whole
     (length, header, CRC-32) when it was opened."""
 
-    def __init__(self, path: Path, data: bytes | mmap.mmap, expect_version: int) -> None:
+    def __init__(self, path: Path, data: bytes | mmap.mmap, expect_version: int, *, check_crc: bool = True) -> None:
+        """``check_crc``: check the trailer's CRC-32 (False when the caller checked the whole file's already)."""
         def fail(problem: str) -> FeatureStoreError:
             return FeatureStoreError(f"{path}: {problem}")
 
@@ -157,7 +159,7 @@ class _Shard:
             raise fail(f"truncated shard ({len(data)} bytes, shorter than its header)")
         view = memoryview(data)
         body, trailer = view[:-4], view[-4:]
-        if zlib.crc32(body) != int(np.frombuffer(trailer, "<u4")[0]):
+        if check_crc and zlib.crc32(body) != int(np.frombuffer(trailer, "<u4")[0]):
             raise fail("corrupt shard (CRC-32 mismatch)")
         h = np.frombuffer(body, _HEADER, count=1)[0]
         if bytes(h["magic"]) != _MAGIC:
@@ -240,6 +242,7 @@ class FeatureStore:
         self._shards: list[dict[str, Any]] = []
         self._where: dict[str, tuple[int, int]] = {}  # id -> (shard number, position in shard)
         self._decoded: OrderedDict[int, _Shard] = OrderedDict()
+        self._verified: dict[int, tuple[int, ...]] = {}  # shard number -> file state whose CRC-32 was checked here
         self.descriptor_dtype = descriptor_dtype
         self.descriptor_dim = DESCRIPTOR_DIM
         if self._index_path.exists():
@@ -359,7 +362,8 @@ class FeatureStore:
         path = self.path / entry["file"]
         try:
             with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
+                st = os.fstat(fh.fileno())
+                size, state = st.st_size, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                 if size != int(entry["bytes"]):
                     raise FeatureStoreError(
                         f"{path}: truncated or overwritten shard ({size} bytes, index says {entry['bytes']})"
@@ -369,9 +373,11 @@ class FeatureStore:
             raise FeatureStoreError(f"{path}: cannot read shard ({e.strerror or e})") from None
         except ValueError as e:  # an empty file cannot be mapped
             raise FeatureStoreError(f"{path}: truncated shard ({e})") from None
-        if zlib.crc32(data) != int(entry["crc32"]):
-            raise FeatureStoreError(f"{path}: corrupt shard (CRC-32 differs from the index)")
-        shard = _Shard(path, data, FORMAT_VERSION)
+        if self._verified.get(number) != state:  # the whole file's CRC-32 (the trailer's is then implied)
+            if zlib.crc32(data) != int(entry["crc32"]):
+                raise FeatureStoreError(f"{path}: corrupt shard (CRC-32 differs from the index)")
+            self._verified[number] = state
+        shard = _Shard(path, data, FORMAT_VERSION, check_crc=False)
         if len(shard.counts) != len(entry["ids"]):
             raise FeatureStoreError(
                 f"{path}: holds {len(shard.counts)} images, index lists {len(entry['ids'])}"

@@ -242,3 +242,27 @@ def test_cache_lru_by_bytes():
     for i in range(20):
         unbounded[i] = f
     assert len(unbounded) == 20
+
+
+def test_a_shard_is_read_whole_once_per_file_state(tmp_path, items, monkeypatch):
+    """A shard re-opened unchanged after leaving the LRU is not CRC-checked again; one changed on disk since is
+    (and refused when corrupt)."""
+    st = FeatureStore(tmp_path, SIG, cache_shards=1)
+    st.add({"a": items["a"]})
+    st.add({"b": items["b"]})
+    calls = []
+    crc32 = store_mod.zlib.crc32
+    monkeypatch.setattr(store_mod.zlib, "crc32", lambda *a: calls.append(1) or crc32(*a))
+    first = st.get("a")
+    assert len(calls) == 1  # the whole file against the index (its trailer's CRC is then implied)
+    st.get("b")
+    again = st.get("a")  # shard 0 opened again (the LRU holds one shard): unchanged, not read whole
+    assert len(calls) == 2 and np.array_equal(first.descriptors, again.descriptors)
+    np.testing.assert_array_equal(first.keypoints, items["a"].keypoints)
+    st.get("b")
+    shard = tmp_path / "shard-000000.bin"
+    raw = bytearray(shard.read_bytes())
+    raw[60] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(FeatureStoreError, match=r"shard-000000\.bin: corrupt"):
+        st.get("a")
