@@ -33,9 +33,9 @@ def _picture(img: np.ndarray, path: Path, width: int = 280) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory) -> tuple[Path, Path]:
-    """(index folder, queries folder): three references; a crop, a mirrored copy, an unrelated picture and a
-    broken file as queries."""
+def job(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(index folder, queries folder, references folder): three references; a crop, a mirrored copy, an unrelated
+    picture and a broken file as queries."""
     refs, qs = (tmp_path_factory.mktemp(name) for name in ("worker_refs", "worker_queries"))
     saved = {name: _picture(fn(), refs / f"{name}.jpg") for name, fn in
              (("coffee", data.coffee), ("chelsea", data.chelsea), ("rocket", data.rocket))}
@@ -45,7 +45,7 @@ def job(tmp_path_factory) -> tuple[Path, Path]:
     (qs / "q_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     index = tmp_path_factory.mktemp("worker_index") / "refs.icdindex"
     assert Matcher.from_pretrained(CONFIG).index(refs, index).added == 3
-    return index, qs
+    return index, qs, refs
 
 
 def _rows(path: Path) -> list[dict]:
@@ -66,7 +66,7 @@ def test_slices_cover_the_queries_in_order(n, parts, expected):
 
 
 def test_workers_give_the_one_process_rows(job, tmp_path, capsys):
-    index, qs = job
+    index, qs, _ = job
     one = run_pipeline_match(qs, tmp_path / "one.jsonl", index_dir=index, progress=False)
     assert main(["match", "--queries", str(qs), "--index", str(index), "--output", str(tmp_path / "two.jsonl"),
                  "--no-progress", "--json", "--workers", "2"]) == 3  # 3: a query was skipped
@@ -83,7 +83,7 @@ def test_workers_give_the_one_process_rows(job, tmp_path, capsys):
 
 
 def test_a_killed_worker_costs_a_retry(job, tmp_path):
-    index, qs = job
+    index, qs, _ = job
     config = MatcherConfig.make(**json.loads(json.dumps(CONFIG.to_dict())))
     qset = read_images(qs, config=config.load)
     killed = []
@@ -102,14 +102,14 @@ def test_a_killed_worker_costs_a_retry(job, tmp_path):
 
 
 def test_a_failing_worker_fails_the_job_naming_its_queries(job, tmp_path):
-    _, qs = job
+    _, qs, _ = job
     qset = read_images(qs, config=CONFIG.load)
     with pytest.raises(WorkerError, match="queries q_broken..q_coffee_crop failed"):
         match_in_workers(tmp_path / "no_index", CONFIG, qset, workers=1)
 
 
 def test_bad_worker_arguments_exit_2(job, tmp_path, capsys):
-    index, qs = job
+    index, qs, _ = job
     base = ["match", "--queries", str(qs), "--output", str(tmp_path / "o.csv"), "--no-progress"]
     with pytest.raises(SystemExit) as exc:
         main([*base, "--index", str(index), "--workers", "0"])
@@ -121,3 +121,18 @@ def test_bad_worker_arguments_exit_2(job, tmp_path, capsys):
     with pytest.raises(ValueError, match="at least 1"):
         run_pipeline_match(qs, tmp_path / "o.csv", index_dir=index, workers=0)
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_workers_on_a_reference_folder_indexed_for_the_run(job, tmp_path):
+    """--references without --cache: the driver indexes into a temporary folder, the workers open it."""
+    _, qs, refs = job
+    one = run_pipeline_match(qs, tmp_path / "one.csv", references=refs, config=CONFIG, progress=False)
+    two = run_pipeline_match(qs, tmp_path / "two.csv", references=refs, config=CONFIG, progress=False, workers=2)
+    assert two.workers == 2 and two.n_queries == one.n_queries == 3 and two.n_references == 3
+
+    def rows(path: Path) -> list[tuple[str, str, float]]:
+        lines = path.read_text().splitlines()[1:]
+        return sorted((q, r, float(s)) for q, r, s in (line.split(",") for line in lines))
+
+    a, b = rows(tmp_path / "one.csv"), rows(tmp_path / "two.csv")
+    assert [x[:2] for x in a] == [x[:2] for x in b] and np.allclose([x[2] for x in a], [x[2] for x in b], atol=1e-4)
