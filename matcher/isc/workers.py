@@ -6,16 +6,18 @@ verification kernels, faiss list scans, small convolutions) do not scale with th
 (voter, feature shards, global index) are memory-mapped, so the processes share those pages.
 
 The driver has already opened (or built) the index and listed the queries. :func:`match_in_workers` cuts the
-query list into ``workers`` contiguous slices, starts one process per slice (``spawn``; ``OMP_NUM_THREADS`` and
-friends set to ``threads`` before the child starts, so its libraries start that way), and each worker opens the
-index read-only, matches its slice with :func:`~matcher.pipeline.batch.match_queries` and sends back its rows,
-skipped files, counts and seconds. The driver puts them back in query order, as one process makes them; nothing
-is written by the workers.
+query list into contiguous slices of at most :data:`SLICE` queries and starts ``workers`` processes (``spawn``;
+``OMP_NUM_THREADS`` and friends set to ``threads`` before a child starts, so its libraries start that way). Each
+worker opens the index read-only and loads the models once, then takes slices one at a time from the driver (the
+next free worker gets the next slice, so a slice of hard queries does not leave the other workers idle), matches
+each with :func:`~matcher.pipeline.batch.match_queries` and sends back its rows, skipped files, counts and seconds.
+The driver puts the slices back in query order, as one process makes them; nothing is written by the workers.
 
-A worker that dies (killed, out of memory) costs a retry of its slice in a new process; a slice whose worker dies
-twice fails the job (:class:`WorkerError`, naming the slice's first and last query), and nothing is written.
-Results: the same rows as one process up to the last bits of descriptor floats (one thread sums in another
-order than two), so a score can differ in its sixth decimal and, rarely, two equal-scoring rows swap.
+A worker that dies (killed, out of memory) costs a retry of the slice it held, in a new worker; a slice whose
+worker dies twice fails the job (:class:`WorkerError`, naming the slice's first and last query), as does an error
+in a worker, and nothing is written. Results: the same rows as one process up to the last bits of descriptor floats
+(one thread sums in another order than two, and queries are described in batches of a slice), so a score can differ
+in its sixth decimal and, rarely, two equal-scoring rows swap.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import logging
 import multiprocessing as mp
 import os
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
@@ -38,6 +41,7 @@ __all__ = ["SliceResult", "WorkerError", "match_in_workers", "skipped_files", "s
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 _POLL_S = 0.5  # how often the driver checks that its workers are alive
+SLICE = 32  # queries per slice handed to a worker (also its describe batch); smaller slices balance better
 _LOG = logging.getLogger(__name__)
 
 
@@ -68,11 +72,11 @@ def slices(n: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def _match_slice(index_dir: str, config: dict[str, Any], ids: list[str], paths: list[str], evidence: bool,
-                 chunk: int, conn: Any) -> None:
-    """Worker body: match ``ids`` / ``paths`` against the index; send ("progress", 1) per query, then ("done",
-    SliceResult) or ("error", text) on ``conn`` (this worker's own pipe: a worker killed while writing leaves no
-    lock held that another worker would wait for, as a shared queue's would)."""
+def _serve(index_dir: str, config: dict[str, Any], evidence: bool, conn: Any) -> None:
+    """Worker body: open the index and load the models, then for each (slice number, ids, paths) received on
+    ``conn`` (None: stop) send ("progress", 1) per query matched and ("done", SliceResult); ("error", text) ends
+    it. ``conn`` is this worker's own pipe: a worker killed while writing leaves no lock held that another worker
+    would wait for, as a shared queue's would."""
     try:
         import cv2
 
@@ -84,22 +88,24 @@ def _match_slice(index_dir: str, config: dict[str, Any], ids: list[str], paths: 
         from matcher.references.open import open_references
 
         cfg = MatcherConfig.make(**config)
-        out = SliceResult()
-        qset = ImageSet(list(ids), [Path(p) for p in paths], config=cfg.load)
-        timer = StageTimer()
         with open_references(index=index_dir, config=cfg) as (store, _):
             pipe = Pipeline(store.config)
-            loaded = ((qid, image) for qid, _path, image in qset.iter_loaded())
-            for matches in match_queries(pipe, store, loaded, chunk=chunk, timer=timer):
-                out.n_candidates += len(matches)
-                for m in matches[: pipe.config.top_k]:
-                    out.rows.append(pair_row(m, evidence=evidence))
-                    out.n_copies += int(m.is_copy)
-                out.n_queries += 1
-                conn.send(("progress", 1))
-        out.skipped = [(s.path, s.reason, s.message) for s in qset.skipped]
-        out.seconds = dict(timer.seconds)
-        conn.send(("done", out))
+            while (work := conn.recv()) is not None:
+                ids, paths = work
+                out = SliceResult()
+                qset = ImageSet(list(ids), [Path(p) for p in paths], config=cfg.load)
+                timer = StageTimer()
+                loaded = ((qid, image) for qid, _path, image in qset.iter_loaded())
+                for matches in match_queries(pipe, store, loaded, chunk=max(1, len(ids)), timer=timer):
+                    out.n_candidates += len(matches)
+                    for m in matches[: pipe.config.top_k]:
+                        out.rows.append(pair_row(m, evidence=evidence))
+                        out.n_copies += int(m.is_copy)
+                    out.n_queries += 1
+                    conn.send(("progress", 1))
+                out.skipped = [(s.path, s.reason, s.message) for s in qset.skipped]
+                out.seconds = dict(timer.seconds)
+                conn.send(("done", out))
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, which fails the job with it
         with contextlib.suppress(OSError):
             conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"))
@@ -123,75 +129,92 @@ def _thread_env(threads: int) -> Iterator[None]:
 
 
 def match_in_workers(index_dir: str | os.PathLike[str], config: MatcherConfig, qset: ImageSet, *, workers: int,
-                     threads: int = 1, evidence: bool = False, chunk: int = 64,
+                     threads: int = 1, evidence: bool = False, slice_size: int = SLICE,
                      on_progress: Callable[[int], None] | None = None) -> SliceResult:
-    """Match ``qset`` against the index at ``index_dir`` in ``workers`` processes of ``threads`` threads each;
-    the gathered :class:`SliceResult` (rows and skipped files in query order, counts summed, seconds per stage summed
-    over the workers). ``on_progress(n)``: queries matched so far. :class:`WorkerError` when a slice fails."""
-    if workers < 1 or threads < 1:
-        raise ValueError(f"workers and threads must be at least 1; got {workers} and {threads}")
-    parts = slices(len(qset), workers)
+    """Match ``qset`` against the index at ``index_dir`` in ``workers`` processes of ``threads`` threads each,
+    ``slice_size`` queries at a time; the gathered :class:`SliceResult` (rows and skipped files in query order,
+    counts summed, seconds per stage summed over the workers). ``on_progress(n)``: queries matched so far.
+    :class:`WorkerError` when a slice fails."""
+    if workers < 1 or threads < 1 or slice_size < 1:
+        raise ValueError(f"workers, threads and slice_size must be at least 1; got {workers}, {threads} and "
+                         f"{slice_size}")
+    parts = slices(len(qset), -(-len(qset) // slice_size)) if len(qset) else []
     ctx = mp.get_context("spawn")
     conf = config.to_dict()
-
-    def start(part: int) -> tuple[Any, Any]:
-        a, b = parts[part]
-        reader, writer = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_match_slice, name=f"icd-match-worker-{part}", daemon=True,
-                           args=(str(index_dir), conf, qset.ids[a:b], [str(p) for p in qset.paths[a:b]], evidence,
-                                 chunk, writer))
-        with _thread_env(threads):
-            proc.start()
-        writer.close()  # the child's end: EOF here once the child exits, however it ends
-        return proc, reader
+    pending = deque(range(len(parts)))
+    tries = dict.fromkeys(range(len(parts)), 0)
+    results: dict[int, SliceResult] = {}
+    progress: dict[int, int] = {}
+    running: dict[Any, tuple[Any, int | None]] = {}  # connection -> (process, slice it holds)
 
     def name(part: int) -> str:
         a, b = parts[part]
         return f"the worker matching queries {qset.ids[a]}..{qset.ids[b - 1]}"
 
-    running = {part: start(part) for part in range(len(parts))}
-    tries = dict.fromkeys(running, 1)
-    results: dict[int, SliceResult] = {}
-    progress = dict.fromkeys(running, 0)
+    def hand(conn: Any, proc: Any) -> None:
+        """Give the worker the next slice, or tell it to stop."""
+        if not pending:
+            conn.send(None)
+            running[conn] = (proc, None)
+            return
+        part = pending.popleft()
+        tries[part] += 1
+        progress[part] = 0
+        a, b = parts[part]
+        conn.send((qset.ids[a:b], [str(p) for p in qset.paths[a:b]]))
+        running[conn] = (proc, part)
+
+    def start() -> None:
+        conn, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=_serve, name="icd-match-worker", daemon=True,
+                           args=(str(index_dir), conf, evidence, child))
+        with _thread_env(threads):
+            proc.start()
+        child.close()  # the worker's end: EOF here once it exits, however it ends
+        hand(conn, proc)
+
+    for _ in range(min(workers, len(parts))):
+        start()
     try:
-        while running:
-            wait([reader for _, reader in running.values()], timeout=_POLL_S)
-            for part, (proc, reader) in list(running.items()):
-                ended = False
+        while len(results) < len(parts):
+            wait(list(running), timeout=_POLL_S)
+            for conn, (proc, part) in list(running.items()):
+                died = False
                 try:
-                    while reader.poll():
-                        kind, payload = reader.recv()
+                    while conn.poll():
+                        kind, payload = conn.recv()
                         if kind == "progress":
                             progress[part] += int(payload)
                         elif kind == "done":
                             results[part], progress[part] = payload, payload.n_queries
-                            ended = True
-                            break
+                            hand(conn, proc)
+                            part = running[conn][1]
                         else:
                             raise WorkerError(f"{name(part)} failed: {payload}")
-                except (EOFError, OSError):  # the child exited without a result: it died
-                    ended = True
-                if not ended:
-                    continue
-                reader.close()
-                proc.join(timeout=10)
-                del running[part]
-                if part in results:
+                except (EOFError, OSError):  # the worker exited: it died, or it stopped after its last slice
+                    died = part is not None
+                    conn.close()
+                    proc.join(timeout=10)
+                    del running[conn]
+                if not died:
                     continue
                 if tries[part] >= 2:
                     raise WorkerError(f"{name(part)} died twice (exit code {proc.exitcode}); nothing was written")
                 _LOG.warning("%s died (exit code %s); matching them again", name(part), proc.exitcode)
-                tries[part] += 1
+                pending.appendleft(part)
                 progress[part] = 0
-                running[part] = start(part)
+                start()
             if on_progress is not None:
                 on_progress(sum(progress.values()))
     finally:
-        for proc, reader in running.values():
+        for conn, (proc, _) in running.items():
+            with contextlib.suppress(OSError):
+                conn.send(None)
+            proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()
-            proc.join(timeout=10)
-            reader.close()
+                proc.join(timeout=10)
+            conn.close()
     out = SliceResult(retries=sum(tries.values()) - len(tries))
     for part in range(len(parts)):
         r = results[part]

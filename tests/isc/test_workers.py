@@ -101,6 +101,21 @@ def test_a_killed_worker_costs_a_retry(job, tmp_path):
     assert [s[0] for s in got.skipped] == [str(qs / "q_broken.jpg")]
 
 
+def test_slices_go_to_the_next_free_worker_and_come_back_in_query_order(job, tmp_path):
+    index, qs, _ = job
+    qset = read_images(qs, config=CONFIG.load)
+    seen = []
+    got = match_in_workers(index, CONFIG, qset, workers=2, evidence=True, slice_size=1, on_progress=seen.append)
+    assert got.n_queries == 3 and got.retries == 0 and seen[-1] == 3 and seen == sorted(seen)
+    run_pipeline_match(qs, tmp_path / "one.jsonl", index_dir=index, config=CONFIG, progress=False)
+    one = _rows(tmp_path / "one.jsonl")
+    assert [r["query_id"] for r in got.rows] == sorted((r["query_id"] for r in one), key=qset.ids.index)
+    _same_rows(one, got.rows)
+    assert [s[0] for s in got.skipped] == [str(qs / "q_broken.jpg")]
+    with pytest.raises(ValueError, match="at least 1"):
+        match_in_workers(index, CONFIG, qset, workers=2, slice_size=0)
+
+
 def test_a_failing_worker_fails_the_job_naming_its_queries(job, tmp_path):
     _, qs, _ = job
     qset = read_images(qs, config=CONFIG.load)
