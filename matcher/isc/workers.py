@@ -1,7 +1,7 @@
 """One matching job spread over local worker processes (``icd match --workers N``).
 
 On a machine of C cores, C processes of one thread each match more queries per second than one process of C threads
-(bench/RESULTS.md, issue 15: 3.03 against 2.11 queries/s at 10,000 references on 2 cores): most stages (SIFT,
+(bench/RESULTS.md, issue 15: 4.72 against 3.07 queries/s at 10,000 references on 2 cores): most stages (SIFT,
 verification kernels, faiss list scans, small convolutions) do not scale with threads, and the index's large files
 (voter, feature shards, global index) are memory-mapped, so the processes share those pages.
 
