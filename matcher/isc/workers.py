@@ -6,7 +6,8 @@ verification kernels, faiss list scans, small convolutions) do not scale with th
 (voter, feature shards, global index) are memory-mapped, so the processes share those pages.
 
 The driver has already opened (or built) the index and listed the queries. :func:`match_in_workers` cuts the
-query list into contiguous slices of at most :data:`SLICE` queries and starts ``workers`` processes (``spawn``;
+query list into contiguous slices of at most :data:`SLICE` queries, smaller towards the end
+(:func:`guided_slices`), and starts ``workers`` processes (``spawn``;
 ``OMP_NUM_THREADS`` and friends set to ``threads`` before a child starts, so its libraries start that way). Each
 worker opens the index read-only and loads the models once, then takes slices one at a time from the driver (the
 next free worker gets the next slice, so a slice of hard queries does not leave the other workers idle), matches
@@ -22,7 +23,6 @@ in its sixth decimal and, rarely, two equal-scoring rows swap.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -37,11 +37,11 @@ from typing import Any
 from matcher.config import MatcherConfig
 from matcher.io.folders import ImageSet, SkippedFile
 
-__all__ = ["SliceResult", "WorkerError", "match_in_workers", "skipped_files", "slices"]
+__all__ = ["SliceResult", "WorkerError", "guided_slices", "match_in_workers", "skipped_files"]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 _POLL_S = 0.5  # how often the driver checks that its workers are alive
-SLICE = 32  # queries per slice handed to a worker (also its describe batch); smaller slices balance better
+SLICE = 32  # queries per slice handed to a worker at most (also its describe batch); the last ones are smaller
 _LOG = logging.getLogger(__name__)
 
 
@@ -64,12 +64,16 @@ class SliceResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def slices(n: int, parts: int) -> list[tuple[int, int]]:
-    """``parts`` contiguous [start, stop) ranges covering 0..n-1, sizes differing by at most one (empty ones left
-    out)."""
-    parts = max(1, min(int(parts), n)) if n else 1
-    bounds = [round(i * n / parts) for i in range(parts + 1)]
-    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+def guided_slices(n: int, workers: int, largest: int = SLICE, smallest: int = 4) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) ranges covering 0..n-1 in order, each a quarter of what is left per worker
+    (``remaining / (2 workers)``, rounded up) between ``smallest`` and ``largest`` queries: large slices first
+    (fewer, larger describe batches), small ones last, so the workers finish close together."""
+    out, start = [], 0
+    while start < n:
+        size = max(smallest, min(largest, -(-(n - start) // (2 * max(1, workers)))))
+        out.append((start, min(n, start + size)))
+        start += size
+    return out
 
 
 def _serve(index_dir: str, config: dict[str, Any], evidence: bool, conn: Any) -> None:
@@ -138,7 +142,7 @@ def match_in_workers(index_dir: str | os.PathLike[str], config: MatcherConfig, q
     if workers < 1 or threads < 1 or slice_size < 1:
         raise ValueError(f"workers, threads and slice_size must be at least 1; got {workers}, {threads} and "
                          f"{slice_size}")
-    parts = slices(len(qset), -(-len(qset) // slice_size)) if len(qset) else []
+    parts = guided_slices(len(qset), workers, slice_size, min(4, slice_size))
     ctx = mp.get_context("spawn")
     conf = config.to_dict()
     pending = deque(range(len(parts)))

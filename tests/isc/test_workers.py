@@ -19,7 +19,7 @@ from matcher.cli import main
 from matcher.config import MatcherConfig
 from matcher.io.folders import read_images
 from matcher.isc.track import run_pipeline_match
-from matcher.isc.workers import WorkerError, match_in_workers, slices
+from matcher.isc.workers import WorkerError, guided_slices, match_in_workers
 
 # 2x2 reference crops and no detector keep it fast (stored with the index, so the workers use them too)
 CONFIG = MatcherConfig.make(pipeline={"reference_regions": ["grid2"], "query_regions": ["full", "flips"]})
@@ -59,10 +59,13 @@ def _same_rows(a: list[dict], b: list[dict]) -> None:
     assert [r["is_copy"] for r in a] == [r["is_copy"] for r in b]
 
 
-@pytest.mark.parametrize(("n", "parts", "expected"), [
-    (5, 2, [(0, 2), (2, 5)]), (4, 2, [(0, 2), (2, 4)]), (2, 5, [(0, 1), (1, 2)]), (0, 3, []), (3, 1, [(0, 3)])])
-def test_slices_cover_the_queries_in_order(n, parts, expected):
-    assert slices(n, parts) == expected
+@pytest.mark.parametrize(("n", "workers", "largest", "sizes"), [
+    (300, 2, 32, [32, 32, 32, 32, 32, 32, 27, 21, 15, 12, 9, 6, 5, 4, 4, 4, 1]),
+    (5, 1, 32, [4, 1]), (3, 2, 1, [1, 1, 1]), (0, 2, 32, []), (40, 4, 8, [5, 5, 4, 4, 4, 4, 4, 4, 4, 2])])
+def test_guided_slices_cover_the_queries_in_order_large_first(n, workers, largest, sizes):
+    got = guided_slices(n, workers, largest, min(4, largest))
+    assert [b - a for a, b in got] == sizes
+    assert all(a == (got[i - 1][1] if i else 0) for i, (a, _) in enumerate(got)) and (not got or got[-1][1] == n)
 
 
 def test_workers_give_the_one_process_rows(job, tmp_path, capsys):
