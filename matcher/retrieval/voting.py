@@ -270,7 +270,7 @@ class KeypointVoter:
         n_refs = self.n_refs
         x = np.asarray(query.descriptors, np.float32)
         both = mirrored and query.mirrored is not None
-        if both:  # one search for both: the coarse and list scans batch better
+        if both:  # one search for both (one graph search, one split over threads)
             x = np.concatenate([x, np.asarray(query.mirrored, np.float32)])
         nn = self.nearest(x, nprobe)
         votes = count_votes(self.owner, nn[: query.n], n_refs)
@@ -297,7 +297,8 @@ class KeypointVoter:
             raise ValueError(f"the voter's nprobe must be at least 1; got {nprobe}")
         nprobe = min(nprobe, int(index.nlist))
         x = np.ascontiguousarray(x, np.float32)
-        dq, lists = self._centroid_graph().search(x, nprobe, params=_ef(max(COARSE_EF, nprobe)))  # (M, nprobe) float32, int64 (-1 = fewer lists found: skipped)
+        # (M, nprobe) distances and lists (-1 where the graph found fewer lists: faiss skips those)
+        dq, lists = self._centroid_graph().search(x, nprobe, params=_ef(max(COARSE_EF, nprobe)))
         params = self._exclusion.params(index) or faiss.SearchParametersIVF()
         params.nprobe = nprobe  # faiss reads nprobe columns of the assignment from here
         dist = np.empty((len(x), 1), np.float32)
