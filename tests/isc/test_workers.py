@@ -11,41 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from skimage import data
 
-from matcher.api import Matcher
 from matcher.cli import main
 from matcher.config import MatcherConfig
 from matcher.io.folders import read_images
 from matcher.isc.track import run_pipeline_match
 from matcher.isc.workers import WorkerError, guided_slices, match_in_workers
 
-# 2x2 reference crops and no detector keep it fast (stored with the index, so the workers use them too)
-CONFIG = MatcherConfig.make(pipeline={"reference_regions": ["grid2"], "query_regions": ["full", "flips"]})
-
-
-def _picture(img: np.ndarray, path: Path, width: int = 280) -> np.ndarray:
-    im = Image.fromarray(np.ascontiguousarray(img))
-    im = im.resize((width, round(width * im.height / im.width)))
-    im.save(path, quality=92)
-    return np.asarray(im)
-
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(index folder, queries folder, references folder): three references; a crop, a mirrored copy, an unrelated
-    picture and a broken file as queries."""
-    refs, qs = (tmp_path_factory.mktemp(name) for name in ("worker_refs", "worker_queries"))
-    saved = {name: _picture(fn(), refs / f"{name}.jpg") for name, fn in
-             (("coffee", data.coffee), ("chelsea", data.chelsea), ("rocket", data.rocket))}
-    _picture(saved["coffee"][30:170, 60:250], qs / "q_coffee_crop.jpg", 190)
-    _picture(saved["chelsea"][:, ::-1], qs / "q_chelsea_mirror.png")
-    _picture(data.camera(), qs / "q_camera.png", 240)
-    (qs / "q_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
-    index = tmp_path_factory.mktemp("worker_index") / "refs.icdindex"
-    assert Matcher.from_pretrained(CONFIG).index(refs, index).added == 3
-    return index, qs, refs
+def job(small_index, small_collection) -> tuple[Path, Path, Path]:
+    """(index folder, queries folder, references folder) of the small collection (tests/conftest.py)."""
+    refs, qs = small_collection
+    return small_index, qs, refs
 
 
 def _rows(path: Path) -> list[dict]:
@@ -85,9 +63,9 @@ def test_workers_give_the_one_process_rows(job, tmp_path, capsys):
         "one.jsonl", "one.jsonl.skipped.csv", "two.jsonl", "two.jsonl.skipped.csv"]
 
 
-def test_a_killed_worker_costs_a_retry(job, tmp_path):
+def test_a_killed_worker_costs_a_retry(small_config, job, tmp_path):
     index, qs, _ = job
-    config = MatcherConfig.make(**json.loads(json.dumps(CONFIG.to_dict())))
+    config = MatcherConfig.make(**json.loads(json.dumps(small_config.to_dict())))
     qset = read_images(qs, config=config.load)
     killed = []
 
@@ -104,26 +82,26 @@ def test_a_killed_worker_costs_a_retry(job, tmp_path):
     assert [s[0] for s in got.skipped] == [str(qs / "q_broken.jpg")]
 
 
-def test_slices_go_to_the_next_free_worker_and_come_back_in_query_order(job, tmp_path):
+def test_slices_go_to_the_next_free_worker_and_come_back_in_query_order(small_config, job, tmp_path):
     index, qs, _ = job
-    qset = read_images(qs, config=CONFIG.load)
+    qset = read_images(qs, config=small_config.load)
     seen = []
-    got = match_in_workers(index, CONFIG, qset, workers=2, evidence=True, slice_size=1, on_progress=seen.append)
+    got = match_in_workers(index, small_config, qset, workers=2, evidence=True, slice_size=1, on_progress=seen.append)
     assert got.n_queries == 3 and got.retries == 0 and seen[-1] == 3 and seen == sorted(seen)
-    run_pipeline_match(qs, tmp_path / "one.jsonl", index_dir=index, config=CONFIG, progress=False)
+    run_pipeline_match(qs, tmp_path / "one.jsonl", index_dir=index, config=small_config, progress=False)
     one = _rows(tmp_path / "one.jsonl")
     assert [r["query_id"] for r in got.rows] == sorted((r["query_id"] for r in one), key=qset.ids.index)
     _same_rows(one, got.rows)
     assert [s[0] for s in got.skipped] == [str(qs / "q_broken.jpg")]
     with pytest.raises(ValueError, match="at least 1"):
-        match_in_workers(index, CONFIG, qset, workers=2, slice_size=0)
+        match_in_workers(index, small_config, qset, workers=2, slice_size=0)
 
 
-def test_a_failing_worker_fails_the_job_naming_its_queries(job, tmp_path):
+def test_a_failing_worker_fails_the_job_naming_its_queries(small_config, job, tmp_path):
     _, qs, _ = job
-    qset = read_images(qs, config=CONFIG.load)
+    qset = read_images(qs, config=small_config.load)
     with pytest.raises(WorkerError, match="queries q_broken..q_coffee_crop failed"):
-        match_in_workers(tmp_path / "no_index", CONFIG, qset, workers=1)
+        match_in_workers(tmp_path / "no_index", small_config, qset, workers=1)
 
 
 def test_bad_worker_arguments_exit_2(job, tmp_path, capsys):
@@ -141,11 +119,11 @@ def test_bad_worker_arguments_exit_2(job, tmp_path, capsys):
     assert not (tmp_path / "o.csv").exists()
 
 
-def test_workers_on_a_reference_folder_indexed_for_the_run(job, tmp_path):
+def test_workers_on_a_reference_folder_indexed_for_the_run(small_config, job, tmp_path):
     """--references without --cache: the driver indexes into a temporary folder, the workers open it."""
     _, qs, refs = job
-    one = run_pipeline_match(qs, tmp_path / "one.csv", references=refs, config=CONFIG, progress=False)
-    two = run_pipeline_match(qs, tmp_path / "two.csv", references=refs, config=CONFIG, progress=False, workers=2)
+    one = run_pipeline_match(qs, tmp_path / "one.csv", references=refs, config=small_config, progress=False)
+    two = run_pipeline_match(qs, tmp_path / "two.csv", references=refs, config=small_config, progress=False, workers=2)
     assert two.workers == 2 and two.n_queries == one.n_queries == 3 and two.n_references == 3
 
     def rows(path: Path) -> list[tuple[str, str, float]]:
