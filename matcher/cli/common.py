@@ -20,8 +20,8 @@ from typing import Any
 
 from matcher.config import MatcherConfig
 
-__all__ = ["DEVICES", "ConfigError", "add_model_arguments", "config_from_args", "configure_logging", "print_json",
-           "show_progress"]
+__all__ = ["DEVICES", "ConfigError", "add_model_arguments", "config_from_args", "configure_logging", "positive_int",
+           "print_json", "show_progress"]
 
 DEVICES = ("auto", "cpu", "cuda")
 LOGGERS = ("matcher", "detectors")  # the project's loggers; other libraries' loggers are left as they are
@@ -30,6 +30,17 @@ _LOG = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
     """A ``--config`` file or ``--device`` that cannot be used; the message names the file and the problem."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a clear message for anything else)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

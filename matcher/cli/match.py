@@ -15,7 +15,7 @@ import math
 import sys
 
 from matcher.cli.cluster import add_ray_arguments
-from matcher.cli.common import add_model_arguments
+from matcher.cli.common import add_model_arguments, positive_int
 
 __all__ = ["add_match_arguments", "run_match"]
 
@@ -34,16 +34,6 @@ def _finite(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be finite, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -75,7 +65,7 @@ def add_match_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-regions", default=None,
                    help="comma-separated reference region proposers: pipeline default grid2,grid3,center (crops "
                         "described at index time); with --exhaustive default full")
-    p.add_argument("--workers", type=_positive, default=1, metavar="N",
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="match in N one-thread processes sharing the index's mapped files (on C cores, N = C is "
                         "the fastest; default 1: this process, all its threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

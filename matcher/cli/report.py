@@ -5,19 +5,12 @@ import argparse
 import logging
 import sys
 
-from matcher.cli.common import add_model_arguments
+from matcher.cli.common import add_model_arguments, positive_int
 
 __all__ = ["EXIT_PROBLEMS", "add_report_arguments", "run_report"]
 
 EXIT_PROBLEMS = 3  # the report was written but some images could not be shown (listed on stderr)
 _LOG = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,8 +20,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ground-truth", metavar="GT.csv", default=None,
                    help="ground-truth CSV query_id,reference_id: adds µAP, the PR curve and right/wrong "
                         "marks")
-    p.add_argument("--top", type=_positive_int, default=3, help="matches shown per query (default 3)")
-    p.add_argument("--max-queries", type=_positive_int, default=200,
+    p.add_argument("--top", type=positive_int, default=3, help="matches shown per query (default 3)")
+    p.add_argument("--max-queries", type=positive_int, default=200,
                    help="queries shown, best score first; with ground truth, queries with a false positive "
                         "or a missed pair are taken first (default 200)")
     p.add_argument("--threshold", type=float, default=0.5,
