@@ -35,12 +35,14 @@ def add_make_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                              "generator, PIL/OpenCV only, wider ranges; evaluation only) (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    # -q/--quiet is icd's own (matcher.cli.main): warnings only, no progress bar
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_make_benchmark(args: argparse.Namespace) -> int:
     """Run the builder from parsed arguments; prints the summary. Returns 0, or 2 on bad settings."""
     from matcher.benchmark.builder import BenchmarkError, build_benchmark
+    from matcher.cli.common import show_progress
 
     t0 = time.perf_counter()
     try:
@@ -50,7 +52,7 @@ def run_make_benchmark(args: argparse.Namespace) -> int:
             n_holistic=args.holistic, n_same_scene=args.same_scene, n_shared_overlay=args.shared_overlay,
             recipe=args.recipe, symbols=args.symbols, reshoot_pairs=args.reshoot_pairs, seed=args.seed,
             workers=args.workers,
-            progress=not args.quiet,
+            progress=show_progress(args),
         )
     except (BenchmarkError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -6,10 +6,12 @@ import argparse
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from matcher.cli import build_parser, main
 from matcher.cli.common import ConfigError, add_model_arguments, config_from_args, configure_logging
+from matcher.cli.main import COMMANDS
 
 
 def _args(tmp_path, config: object = None, device: str | None = None) -> argparse.Namespace:
@@ -100,6 +102,31 @@ def test_verbosity_before_or_after_the_subcommand():
     assert (a.verbose, a.quiet) == (2, 0)
     a = p.parse_args(["-v", "eval", "s.csv", "g.csv"])
     assert (a.verbose, a.quiet) == (1, 0)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_builds_with_the_verbosity_options(command):
+    """The whole parser of each subcommand, as ``icd COMMAND`` builds it: no option of a subcommand may clash with
+    icd's own -v/-q (``icd make-benchmark`` once crashed on every call with its own --quiet)."""
+    p = build_parser(command)
+    sub = p._subparsers._group_actions[0].choices[command]
+    assert "--quiet" in sub.format_help() and "--verbose" in sub.format_help()
+
+
+def test_make_benchmark_quiet_from_the_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    from matcher.benchmark.edits import synthetic_photo
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        Image.fromarray(synthetic_photo(np.random.default_rng(i), 200, 150)).save(photos / f"gen{i}.png")
+    argv = ["make-benchmark", str(photos), str(tmp_path / "b"), "--references", "2", "--queries", "2",
+            "--background", "0", "--holistic", "0", "--same-scene", "0", "--shared-overlay", "0", "--quiet"]
+    assert main(argv) == 0
+    assert "references: 2" in capsys.readouterr().out
+    assert (tmp_path / "b" / "ground_truth.csv").is_file()
 
 
 def test_logging_levels(capsys):

@@ -26,10 +26,10 @@ def test_cli(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     parser = argparse.ArgumentParser()
     add_make_benchmark_arguments(parser)
     args = parser.parse_args([str(photos), str(tmp_path / "c"), "--references", "3", "--queries", "4",
-                              "--background", "1", "--holistic", "0", "--same-scene", "0", "--quiet"])
+                              "--background", "1", "--holistic", "0", "--same-scene", "0", "--no-progress"])
     assert run_make_benchmark(args) == 0
     assert "references: 3" in capsys.readouterr().out
     assert len(read_ground_truth(tmp_path / "c" / "ground_truth.csv")) == 4
-    bad = parser.parse_args([str(photos), str(tmp_path / "d"), "--references", "99", "--quiet"])
+    bad = parser.parse_args([str(photos), str(tmp_path / "d"), "--references", "99", "--no-progress"])
     assert run_make_benchmark(bad) == 2
     assert "error:" in capsys.readouterr().err
