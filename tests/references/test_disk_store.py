@@ -495,6 +495,83 @@ def test_tampered_global_index_is_reported_and_rebuilt(built, tmp_path, caplog):
     assert len(ReferenceIndex.load(idx / "global")) == N_REFS  # saved again, sound
 
 
+def _region_queries(store: IndexStore) -> np.ndarray:
+    """The stored crop descriptors of references 2, 9 and 17 (and 2's whole picture) as queries (M, D)."""
+    parts = [store.region_descriptors(r)[2] for r in (2, 9, 17)]
+    return np.concatenate([*parts, store.global_descriptors()[2:3]]).astype(np.float32)
+
+
+def _region_hits(index: Path, q: np.ndarray) -> tuple[tuple[np.ndarray, ...], bool]:
+    """(search_regions of ``q``, top 6 and per reference, and whether the crop index was memory-mapped)."""
+    with IndexStore.open(index) as store:
+        hits = (*store.search_regions(q, 6), *store.search_regions(q, 6, per_reference=True))
+        return hits, store._region.mapped
+
+
+def _same_hits(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_crop_index_saved_mapped_and_grown(built, tmp_path):
+    """``icd index`` saves the crop index (crops/); a reader maps it and finds what one built from the database
+    finds; an index without it (made before it existed) builds it and saves it; an added batch extends it; a saved
+    crop index that covers only the first rows is extended in memory, then saved whole."""
+    from matcher.references.disk.crops import read_crop_meta
+
+    idx = _copy(built[1], tmp_path)
+    meta = read_crop_meta(idx / "crops")
+    assert meta is not None and meta["n_refs"] == N_REFS and meta["ntotal"] == 4 * N_REFS
+    with IndexStore.open(idx) as store:
+        q = _region_queries(store)
+    saved, mapped = _region_hits(idx, q)
+    assert mapped
+    assert saved[0][:3, 0].tolist() == [2, 2, 2] and saved[1][:4, 0].tolist() == [0, 1, 2, 3]
+    shutil.rmtree(idx / "crops")  # as an index made before crops/ existed: built from the database, then saved
+    rebuilt, mapped = _region_hits(idx, q)
+    assert not mapped and _same_hits(rebuilt, saved)
+    assert read_crop_meta(idx / "crops")["n_refs"] == N_REFS
+    assert _same_hits(_region_hits(idx, q)[0], saved)
+    first = tmp_path / "crops_first"
+    shutil.copytree(idx / "crops", first)
+    new = tmp_path / "new"
+    _make_images(new, 3, seed=6, prefix="n")
+    with IndexStore.open(idx) as store:
+        assert store.add_references(new, progress=False).added == 3
+        q_new = np.concatenate([q, store.region_descriptors(N_REFS + 1)[2]])
+    assert read_crop_meta(idx / "crops")["n_refs"] == N_REFS + 3
+    grown, mapped = _region_hits(idx, q_new)
+    assert mapped and grown[0][-4:, 0].tolist() == [N_REFS + 1] * 4
+    shutil.rmtree(idx / "crops")
+    shutil.copytree(first, idx / "crops")  # covers the first N_REFS rows only
+    prefix, mapped = _region_hits(idx, q_new)
+    assert not mapped and _same_hits(prefix, grown)
+    assert read_crop_meta(idx / "crops")["n_refs"] == N_REFS + 3  # saved whole by the reader
+    shutil.rmtree(idx / "crops")
+    assert _same_hits(_region_hits(idx, q_new)[0], grown)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_tampered_crop_index_is_reported_and_rebuilt(built, tmp_path, caplog, damage):
+    from matcher.references.disk.crops import read_crop_meta
+
+    idx = _copy(built[1], tmp_path)
+    with IndexStore.open(idx) as store:
+        q = _region_queries(store)
+    sound, _ = _region_hits(idx, q)
+    path = idx / "crops" / "index.faiss"
+    if damage == "flip":
+        _flip_byte(path)
+    else:
+        path.write_bytes(path.read_bytes()[:-100])
+    with caplog.at_level("WARNING"):
+        hits, mapped = _region_hits(idx, q)
+    assert _same_hits(hits, sound) and not mapped
+    assert f"refused the saved crop index: {path}" in caplog.text
+    assert ("contents changed" if damage == "flip" else "truncated") in caplog.text
+    assert path.stat().st_size == read_crop_meta(idx / "crops")["bytes"]  # saved again, sound
+    assert _region_hits(idx, q)[1]
+
+
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime) of every file under ``folder`` but SQLite's WAL files (which an emulated read-only folder
     cannot keep SQLite from making; a real read-only medium refuses them, see the mount test)."""
@@ -512,6 +589,7 @@ def test_read_only_index_can_be_queried(built, tmp_path, monkeypatch):
     idx = _copy(built[1], tmp_path)
     shutil.rmtree(idx / "global")  # both out of date: rebuilt in memory only
     shutil.rmtree(idx / "voter")
+    shutil.rmtree(idx / "crops")  # built in memory from the database, not saved
     (idx / "write.lock").unlink(missing_ok=True)
     before = _snapshot(idx)
     root = str(idx)
@@ -544,6 +622,7 @@ def test_read_only_index_can_be_queried(built, tmp_path, monkeypatch):
         q = store.global_descriptors()[:2]
         assert store.global_index.search(q, 1).rows[:, 0].tolist() == [0, 1]
         assert store.keypoint_voter().vote(store.local_features([3])[0], top=1)[0][0] == 3
+        assert store.search_regions(store.region_descriptors(5)[2], 1)[0][:, 0].tolist() == [5] * 4
         with pytest.raises((IndexStoreError, OSError)):
             store.add_references(built[0], progress=False)
     assert _snapshot(idx) == before

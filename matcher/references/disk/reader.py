@@ -3,13 +3,14 @@ descriptors, the faiss index, local features, the keypoint voter), from the data
 
 The faiss index of global descriptors (``global/``) is used when it agrees with the ``refs`` table, else rebuilt
 from the stored descriptors (and saved when no other process is writing), so a crash never leaves a wrong index in
-use. The crop index is built in memory on first use. Local features come from the feature store through an
+use. The crop index is read from ``crops/`` (:mod:`matcher.references.disk.crops`) or, where that is missing or
+out of date, built in memory from the database on first use. Local features come from the feature store through an
 in-memory LRU. The keypoint voter is read and kept up to date by :mod:`matcher.references.disk.voter`.
 
-Memory-mapped where it pays: the saved global index and the keypoint voter are read with faiss' mmap flag and
-the feature store's shards are mapped, so processes querying one index share those pages (page cache) instead of
-each holding a copy; what each process holds privately is the decoded-feature LRU, the global descriptors and the
-crop index. On a medium this process cannot write (``writable`` False: a read-only file system or folder) nothing
+Memory-mapped where it pays: the saved global index, the crop index and the keypoint voter are read with faiss'
+mmap flag and the feature store's shards are mapped, so processes querying one index share those pages (page cache)
+instead of each holding a copy; what each process holds privately is the decoded-feature LRU and the global
+descriptors. On a medium this process cannot write (``writable`` False: a read-only file system or folder) nothing
 is written: the database is opened read-only, and an index that is out of date (a rebuilt global index or voter)
 is kept in memory only.
 
@@ -28,7 +29,6 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,15 @@ import numpy as np
 
 from matcher.config import MatcherConfig
 from matcher.local.types import LocalFeatures
+from matcher.references.disk.crops import (
+    CROPS_DIR,
+    CropIndexError,
+    RegionIndex,
+    load_crop_index,
+    read_crop_meta,
+    save_crop_index,
+    unit_rows,
+)
 from matcher.references.disk.lock import write_lock
 from matcher.references.disk.schema import (
     DB_NAME,
@@ -51,44 +60,14 @@ from matcher.references.features import FeatureCache, FeatureStore, FeatureStore
 from matcher.retrieval.index import ReferenceIndex, ReferenceIndexError, RowExclusion
 
 if TYPE_CHECKING:  # pragma: no cover
-    import faiss
 
     from matcher.retrieval.voting import KeypointVoter
 
-__all__ = ["DEFAULT_CACHE_BYTES", "IndexReader", "RegionIndex"]
+__all__ = ["DEFAULT_CACHE_BYTES", "IndexReader", "RegionIndex"]  # RegionIndex: from .crops
 
 _LOG = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 512 << 20  # in-memory LRU of decoded local features, bytes
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(n, 1e-12), np.float32)
-
-
-@dataclass
-class RegionIndex:
-    """The in-memory faiss index of every reference crop: ``index`` row j is crop ``crop[j]`` (position in
-    :meth:`IndexReader.region_descriptors`) of reference row ``owner[j]``; ``most``: the most crops of one
-    reference."""
-
-    index: faiss.Index
-    owner: np.ndarray  # (C,) int64
-    crop: np.ndarray  # (C,) int64
-    most: int = 0
-
-    def add(self, items: Sequence[tuple[int, np.ndarray]]) -> None:
-        """Append (reference row, crop descriptors (n, D)) items."""
-        if not items:
-            return
-        parts = [d for _, d in items if len(d)]
-        if parts:
-            self.index.add(_unit_rows(np.concatenate(parts).astype(np.float32)))
-        self.owner = np.concatenate([self.owner, *[np.full(len(d), r, np.int64) for r, d in items]])
-        self.crop = np.concatenate([self.crop, *[np.arange(len(d), dtype=np.int64) for _, d in items]])
-        self.most = max([self.most, *[len(d) for _, d in items]])
 
 
 class IndexReader:
@@ -331,15 +310,55 @@ class IndexReader:
                 np.frombuffer(desc, "<f2").reshape(-1, self.dim).astype(np.float32))
 
     def _region_index(self) -> RegionIndex:
+        """The crop index over every reference row: the saved one (``crops/``, memory-mapped when it covers every
+        row; rows added since it was saved appended in memory), else built from the database."""
         if self._region is None:
-            import faiss
-
-            dim = self.dim
-            self._region = RegionIndex(faiss.IndexFlatIP(dim), np.zeros(0, np.int64), np.zeros(0, np.int64))
-            with self._db_lock:
-                blobs = self._con.execute("SELECT row, region_descriptors FROM refs ORDER BY row").fetchall()
-            self._region.add([(r, np.frombuffer(b, "<f2").reshape(-1, dim)) for r, b in blobs])
+            self._region = self._load_crops() or RegionIndex.empty(self.dim)
+            n0 = self._region.n_refs
+            if n0 < len(self):
+                with self._db_lock:
+                    blobs = self._con.execute("SELECT row, region_descriptors FROM refs WHERE row >= ? ORDER BY row",
+                                              (n0,)).fetchall()
+                self._region.add([(r, np.frombuffer(b, "<f2").reshape(-1, self.dim)) for r, b in blobs])
+                self._region.n_refs = len(self)
+                if not self._lock_depth and self.writable:  # a writer saves it at the end of its job
+                    with contextlib.suppress(IndexStoreError, OSError), write_lock(self.path, ""):
+                        save_crop_index(self.path / CROPS_DIR, self._region, self._rows_sha256(len(self)))
         return self._region
+
+    def _load_crops(self) -> RegionIndex | None:
+        """The saved crop index when it fits (its rows a prefix of this index's, same dimension), else None (with a
+        warning naming the file when one is there but truncated, tampered with or unreadable)."""
+        folder = self.path / CROPS_DIR
+        meta = read_crop_meta(folder)
+        if meta is None:
+            return None
+        try:
+            n = int(meta["n_refs"])
+            fits = 0 < n <= len(self) and int(meta["dim"]) == self.dim and meta["rows_sha256"] == self._rows_sha256(n)
+        except (KeyError, TypeError, ValueError):
+            fits = False
+        if not fits:
+            return None
+        try:
+            return load_crop_index(folder, meta, mmap=n == len(self) and not self._lock_depth)
+        except CropIndexError as e:
+            _LOG.warning("refused the saved crop index: %s; rebuilding it from the database", e)
+            return None
+
+    def crops_saved(self) -> bool:
+        """True when ``crops/`` holds a crop index that covers every reference row as they are now."""
+        meta = read_crop_meta(self.path / CROPS_DIR)
+        try:
+            return meta is not None and int(meta["n_refs"]) == len(self) and int(meta["dim"]) == self.dim \
+                and meta["rows_sha256"] == self._rows_sha256(len(self))
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    def save_crops(self) -> None:
+        """Write the crop index over every reference row into ``crops/`` (the caller holds the write lock)."""
+        reg = self._region_index()
+        save_crop_index(self.path / CROPS_DIR, reg, self._rows_sha256(reg.n_refs))
 
     def _region_exclusion(self, reg: RegionIndex) -> RowExclusion:
         """The crop-index rows of removed references (recomputed when references were removed or added)."""
@@ -369,7 +388,7 @@ class IndexReader:
         if m == 0 or reg.index.ntotal == 0:
             return out_rows, out_idx, out_cos
         kk = min(reg.index.ntotal, k * reg.most if per_reference else k)
-        cos, hits = self._region_exclusion(reg).search(reg.index, _unit_rows(q), kk)
+        cos, hits = self._region_exclusion(reg).search(reg.index, unit_rows(q), kk)
         for i in range(m):
             seen: set[int] = set()
             j = 0

@@ -5,8 +5,8 @@ already are counted without decoding; the others are decoded and described (one 
 pictures and their crops, plus local features), their local features are appended to the feature store, then
 their rows are committed in ONE SQLite transaction. A crash loses at most the current batch: features written
 before the crash are found by content hash and reused on the next run. At the end of a job the faiss index is
-saved (converted to IVF-PQ when the collection outgrew a flat one) and the keypoint voter brought up to date, so
-that query processes load it instead of building it.
+saved (converted to IVF-PQ when the collection outgrew a flat one), so is the crop index (``crops/``), and the
+keypoint voter is brought up to date, so that query processes load them instead of building them.
 """
 from __future__ import annotations
 
@@ -249,6 +249,8 @@ class IndexWriter:
             finally:
                 t = time.perf_counter()
                 self._finish_global()
+                if not background and len(r) and not r.crops_saved():
+                    r.save_crops()  # query processes map it instead of each building it from the database
                 sec["write"] += time.perf_counter() - t
             if (not background and r.config.pipeline.keypoint_voting and r._features is not None and len(r)
                     and not r.voter_is_current(r.config.seed)):
