@@ -68,14 +68,18 @@ def probe_queries(batch: Batch, *, config: MatcherConfig) -> Batch:
 
 class QueryDescriber:
     """Ray Data actor: rows of query chunks (payload = [(order, id, path or RGB array)]) -> one row per query
-    (order, payload = (QueryDescription, seconds per stage of its chunk, on its first query only))."""
+    (order, payload = (QueryDescription, its index searches, seconds per stage of its chunk, on its first query
+    only)). The chunk is searched in the index at ``index`` in one batch, as the single-process job searches it
+    (the hits of a batch can differ from a lone query's in the last bits of the cosines)."""
 
-    def __init__(self, config: MatcherConfig, threads: int) -> None:
+    def __init__(self, config: MatcherConfig, threads: int, index: str) -> None:
         from matcher.pipeline.pipeline import Pipeline
+        from matcher.references.disk.store import IndexStore
 
         set_threads(threads)
         self.config = config
         self.pipeline = Pipeline(config, fusion=False)
+        self.store = IndexStore.open(index, config)
 
     def __call__(self, batch: Batch) -> Batch:
         orders, payloads = [], []
@@ -86,9 +90,10 @@ class QueryDescriber:
                 items = [(qid, src if isinstance(src, np.ndarray) else load_image(src, config=self.config.load))
                          for _, qid, src in chunk]
             described = self.pipeline.describe_queries(items, timer)
-            for j, ((order, _, _), q) in enumerate(zip(chunk, described, strict=True)):
+            hits = self.pipeline.search(described, self.store, timer)
+            for j, ((order, _, _), q, h) in enumerate(zip(chunk, described, hits, strict=True)):
                 orders.append(order)
-                payloads.append(pack((q, dict(timer.seconds) if j == 0 else {})))
+                payloads.append(pack((q, h, dict(timer.seconds) if j == 0 else {})))
         return {"order": np.asarray(orders, np.int64), "payload": payloads}
 
 

@@ -215,7 +215,7 @@ def cluster_match(queries: Any, index: str | os.PathLike[str], config: MatcherCo
         ds = ray.data.from_items([{"chunk": i, "payload": pack(c)} for i, c in enumerate(chunks)],
                                  override_num_blocks=len(chunks))
         ds = ds.map_batches(QueryDescriber, batch_size=1, fn_constructor_kwargs={
-            "config": config, "threads": threads}, **describe)
+            "config": config, "threads": threads, "index": str(index)}, **describe)
         ds = ds.map_batches(QueryVerifier, batch_size=1, fn_constructor_kwargs={
             "index": str(index), "config": config, "threads": threads, "top_k": k, "evidence": evidence}, **verify)
         done: dict[int, Any] = {int(r["order"]): unpack(r["payload"]) for r in ds.iter_rows()}

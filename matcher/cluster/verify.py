@@ -20,7 +20,7 @@ VerifiedQuery = tuple[list[dict[str, Any]], int, int, dict[str, float]]
 
 
 class QueryVerifier:
-    """Ray Data actor: rows (order, payload = (QueryDescription, seconds)) -> (order, payload =
+    """Ray Data actor: rows (order, payload = (QueryDescription, its index searches, seconds)) -> (order, payload =
     :data:`VerifiedQuery`, the describe seconds added). The index at ``index`` is opened once, with ``config``."""
 
     def __init__(self, index: str, config: MatcherConfig, threads: int, top_k: int, evidence: bool) -> None:
@@ -35,9 +35,9 @@ class QueryVerifier:
     def __call__(self, batch: Batch) -> Batch:
         out = []
         for payload in batch["payload"]:
-            q, seconds = unpack(payload)
+            q, hits, seconds = unpack(payload)
             timer = StageTimer()
-            matches = self.pipeline.match(q, self.store, timer)
+            matches = self.pipeline.match(q, self.store, timer, hits=hits)
             top = matches[: self.top_k]
             rows = [pair_row(m, evidence=self.evidence) for m in top]
             for k, v in timer.seconds.items():

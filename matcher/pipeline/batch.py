@@ -1,6 +1,7 @@
 """Matching a stream of query pictures against a reference store, a chunk at a time: each chunk is described in
-one batch (detector, descriptors of every variant, local features), then each query goes through candidates,
-verification and fusion. The matching-track job, the API and the benchmarks all match queries here."""
+one batch (detector, descriptors of every variant, local features) and searched in the indexes in one batch, then
+each query goes through candidates, verification and fusion. The matching-track job, the API and the benchmarks
+all match queries here."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
@@ -38,5 +39,6 @@ def match_queries(pipeline: Pipeline, store: ReferenceStore, queries: Iterable[t
         described = pipeline.describe_queries(items, timer)
         if on_described is not None:
             on_described(len(items))
-        for q in described:
-            yield pipeline.match(q, store, timer)
+        hits = pipeline.search(described, store, timer)  # each index scanned once per chunk
+        for q, h in zip(described, hits, strict=True):
+            yield pipeline.match(q, store, timer, hits=h)

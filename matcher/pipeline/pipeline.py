@@ -17,6 +17,7 @@ are missing or were made with other weights does it fall back to the store's own
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from matcher.fusion.load import Fusion, load_fusion
 from matcher.pipeline.describe import QueryDescription, describe_queries
 from matcher.pipeline.timer import StageTimer
 from matcher.pipeline.verify import PairMatch, verify_candidates
-from matcher.retrieval.candidates import Candidate, find_candidates
+from matcher.retrieval.candidates import Candidate, SearchHits, find_candidates, search_queries
 from matcher.retrieval.normalise import load_background, split_norm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,13 +104,24 @@ class Pipeline:
         """Describe (id, RGB uint8 image) queries: variants + one batched descriptor pass + local features."""
         return describe_queries(items, self.config, self.descriptor, self.engine, timer=timer, local=local)
 
-    def candidates(self, q: QueryDescription, store: ReferenceStore,
-                   timer: StageTimer | None = None) -> list[Candidate]:
-        """The query's candidate references (store rows), best first, each with exact global evidence."""
+    def search(self, queries: Sequence[QueryDescription], store: ReferenceStore,
+               timer: StageTimer | None = None) -> list[SearchHits | None]:
+        """The index searches of described queries, each index scanned once for the batch
+        (:func:`~matcher.retrieval.candidates.search_queries`); None per query when the store is empty."""
+        if len(store) == 0 or not queries:
+            return [None] * len(queries)
+        with timer("search") if timer is not None else contextlib.nullcontext():
+            return list(search_queries([q.descriptors for q in queries], store,
+                                       min(self.config.pipeline.global_k, len(store))))
+
+    def candidates(self, q: QueryDescription, store: ReferenceStore, timer: StageTimer | None = None, *,
+                   hits: SearchHits | None = None) -> list[Candidate]:
+        """The query's candidate references (store rows), best first, each with exact global evidence; ``hits``:
+        its index searches from :meth:`search` (made here when None)."""
         zb = self._zb if len(self._zb) else self._store_background(store)
         local = q.local.features[0] if q.local is not None and q.local.features else None
         return find_candidates(q.descriptors, [r.tag for r in q.regions], store, self.config, zb, local=local,
-                               timer=timer)
+                               timer=timer, hits=hits)
 
     def _store_background(self, store: ReferenceStore) -> np.ndarray:
         """Unit background descriptors held by ``store`` (fallback when no shipped set matches the model)."""
@@ -125,6 +137,8 @@ class Pipeline:
         return verify_candidates(q, cands, store, self.config, self.engine.score_model, self.fusion,
                                  self.threshold, self.gate_margin, timer=timer)
 
-    def match(self, q: QueryDescription, store: ReferenceStore, timer: StageTimer | None = None) -> list[PairMatch]:
-        """Candidates + verification + fusion for one described query: all its scored candidates, best first."""
-        return self.verify(q, self.candidates(q, store, timer), store, timer)
+    def match(self, q: QueryDescription, store: ReferenceStore, timer: StageTimer | None = None, *,
+              hits: SearchHits | None = None) -> list[PairMatch]:
+        """Candidates + verification + fusion for one described query: all its scored candidates, best first
+        (``hits``: see :meth:`candidates`)."""
+        return self.verify(q, self.candidates(q, store, timer, hits=hits), store, timer)

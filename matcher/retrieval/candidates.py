@@ -1,5 +1,8 @@
 """Candidate references of a query: which references are worth verifying, and the global evidence about each.
 
+- :func:`search_queries`: the index searches of a batch of queries, each index scanned once for the whole batch
+  (an exact index is read from memory once per batch instead of once per query: at a million references the
+  reference crops alone are ~14 GB of float32).
 - :func:`find_candidates` (the pipeline's candidate stage): the union of (a) each query variant's top ``global_k``
   whole references ("local-to-global"), (b) the whole query's top ``global_k`` reference crops
   ("global-to-local"), ranked by the best score-normalised similarity, the best ``candidates`` kept, then (c) up to
@@ -32,7 +35,8 @@ from matcher.retrieval.normalise import background_mean, background_term, normal
 if TYPE_CHECKING:  # pragma: no cover
     from matcher.retrieval.voting import KeypointVoter
 
-__all__ = ["Candidate", "CandidateSource", "Candidates", "GlobalEvidence", "find_candidates", "global_candidates"]
+__all__ = ["Candidate", "CandidateSource", "Candidates", "GlobalEvidence", "SearchHits", "find_candidates",
+           "global_candidates", "search_queries"]
 
 Timer = Callable[[str], AbstractContextManager[object]]  # "with timer(stage): ..." (pipeline.timer.StageTimer)
 
@@ -90,6 +94,35 @@ class CandidateSource(Protocol):
     def keypoint_voter(self, *, seed: int | None = None) -> KeypointVoter: ...
 
 
+@dataclass
+class SearchHits:
+    """The index searches of one query: its V variants' top k whole references (``global_rows`` int64 (V, k), -1
+    padded, ``global_scores`` float32 (V, k) cosines) and the whole query's top k reference crops (``crop_rows``
+    int64 (k,) reference rows, ``crop_cos`` float32 (k,))."""
+
+    global_rows: np.ndarray
+    global_scores: np.ndarray
+    crop_rows: np.ndarray
+    crop_cos: np.ndarray
+
+
+def search_queries(descriptors: Sequence[np.ndarray], store: CandidateSource, k: int) -> list[SearchHits]:
+    """:class:`SearchHits` of each query, from its (V_i, D) float32 unnormalised variant descriptors (row 0 the
+    whole query): every variant of every query in ONE search of the global index, every whole query in ONE search
+    of the crop index. Exact indexes give each query the hits it would get alone, up to the last bits of the
+    cosines (faiss computes a batch with a matrix product, a single query with another summation order)."""
+    if not descriptors:
+        return []
+    k = max(1, int(k))
+    res = store.global_index.search(np.concatenate(descriptors), k)
+    crop_rows, _, crop_cos = store.search_regions(np.stack([d[0] for d in descriptors]), k)
+    out, at = [], 0
+    for i, d in enumerate(descriptors):
+        out.append(SearchHits(res.rows[at:at + len(d)], res.scores[at:at + len(d)], crop_rows[i], crop_cos[i]))
+        at += len(d)
+    return out
+
+
 def strongest_keypoints(features: LocalFeatures, k: int) -> LocalFeatures:
     """The ``k`` strongest keypoints of ``features`` (extractors keep them strongest first; k <= 0 or k >= N: all),
     mirrored descriptors included."""
@@ -102,12 +135,14 @@ def strongest_keypoints(features: LocalFeatures, k: int) -> LocalFeatures:
 
 def find_candidates(descriptors: np.ndarray, region_tags: Sequence[str], store: CandidateSource,
                     config: MatcherConfig, background: np.ndarray, *, local: LocalFeatures | None = None,
-                    timer: Timer | None = None) -> list[Candidate]:
+                    timer: Timer | None = None, hits: SearchHits | None = None) -> list[Candidate]:
     """The candidate references of one query, best first (see the module docstring).
 
     descriptors: (V, D) float32 unnormalised descriptors of the query's variants, row 0 the whole query, tagged
     ``region_tags``; background: (B, D) unit background descriptors for score normalisation ((0, 0) = none);
-    local: the whole query's local features (keypoint votes; None = no votes); timer: per-stage timing.
+    local: the whole query's local features (keypoint votes; None = no votes); timer: per-stage timing; hits: the
+    query's index searches when already made for a batch (:func:`search_queries` with k = ``min(global_k,
+    len(store))``), else they are made here.
     """
     timer = timer or (lambda name: contextlib.nullcontext())
     cfg, dcfg = config.pipeline, config.descriptor
@@ -117,18 +152,18 @@ def find_candidates(descriptors: np.ndarray, region_tags: Sequence[str], store: 
         z, norms = split_norm(descriptors)
         bg = background_term(z, background, dcfg.score_norm_k, dcfg.score_norm_beta)  # (V,)
         k = min(cfg.global_k, len(store))
-        res = store.global_index.search(descriptors, k)
+        if hits is None:
+            hits = search_queries([descriptors], store, k)[0]
         key: dict[int, float] = {}
         sources: dict[int, set[str]] = defaultdict(set)
         for v in range(len(region_tags)):
-            for row, s in zip(res.rows[v], res.scores[v]):
+            for row, s in zip(hits.global_rows[v], hits.global_scores[v]):
                 if row < 0:
                     continue
                 s = float(s - bg[v])
                 key[int(row)] = max(key.get(int(row), -9.0), s)
                 sources[int(row)].add("global" if v == 0 else "regions")
-        rrows, _, rcos = store.search_regions(descriptors[:1], k)
-        for row, s in zip(rrows[0], rcos[0]):
+        for row, s in zip(hits.crop_rows, hits.crop_cos):
             if row < 0:
                 continue
             s = float(s - bg[0])
