@@ -29,7 +29,7 @@ import numpy as np
 from matcher.config import DescriptorConfig, MatcherConfig
 from matcher.local.types import LocalFeatures
 from matcher.retrieval.gate import apply_gate, gate_marks, log_norm_ratio
-from matcher.retrieval.index import ReferenceIndex
+from matcher.retrieval.index import ReferenceIndex, exact_batches
 from matcher.retrieval.normalise import background_mean, background_term, normalise_scores, split_norm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,13 +109,15 @@ class SearchHits:
 def search_queries(descriptors: Sequence[np.ndarray], store: CandidateSource, k: int) -> list[SearchHits]:
     """:class:`SearchHits` of each query, from its (V_i, D) float32 unnormalised variant descriptors (row 0 the
     whole query): every variant of every query in ONE search of the global index, every whole query in ONE search
-    of the crop index. Exact indexes give each query the hits it would get alone, up to the last bits of the
-    cosines (faiss computes a batch with a matrix product, a single query with another summation order)."""
+    of the crop index, exact indexes through faiss' matrix-product path (:func:`~matcher.retrieval.index.
+    exact_batches`): a chunk reads each index once instead of once per query vector. Each query gets the hits it
+    would get alone, up to the last bits of the cosines (a product sums in another order than a scan)."""
     if not descriptors:
         return []
     k = max(1, int(k))
-    res = store.global_index.search(np.concatenate(descriptors), k)
-    crop_rows, _, crop_cos = store.search_regions(np.stack([d[0] for d in descriptors]), k)
+    with exact_batches():
+        res = store.global_index.search(np.concatenate(descriptors), k)
+        crop_rows, _, crop_cos = store.search_regions(np.stack([d[0] for d in descriptors]), k)
     out, at = [], 0
     for i, d in enumerate(descriptors):
         out.append(SearchHits(res.rows[at:at + len(d)], res.scores[at:at + len(d)], crop_rows[i], crop_cos[i]))

@@ -19,11 +19,13 @@ the descriptor norms (for the ASL gate) and metadata naming the descriptor model
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from matcher.config import DescriptorConfig
 from matcher.io.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 
 __all__ = ["MMAP_FLAGS", "IndexModelMismatchError", "ReferenceIndex", "ReferenceIndexError", "RowExclusion",
-           "SearchResult", "build_faiss_index", "file_crc32", "in_memory"]
+           "SearchResult", "build_faiss_index", "exact_batches", "file_crc32", "in_memory"]
 
 _FORMAT = 1
 
@@ -80,6 +82,28 @@ def build_faiss_index(dim: int, kind: str, n_expected: int = 0, nlist: int = 0) 
             m -= 1
         return faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
     raise ReferenceIndexError(f"unknown index type {kind!r}; known: flat, ivfpq, auto")
+
+
+BLAS_MIN_QUERIES = 20  # exact searches of at least this many vectors at once go through a matrix product
+_BLAS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def exact_batches() -> Iterator[None]:
+    """Within the block, faiss' exact (flat) searches of at least :data:`BLAS_MIN_QUERIES` vectors use its
+    matrix-product (BLAS) path; the previous setting is restored after it (one block at a time in the process).
+
+    faiss 1.15 takes that path only from 128,000 query vectors; below, it scans the whole index once per query
+    vector, so a batch costs as much as its vectors searched one by one (measured, one thread, 100,000 x 256:
+    384 vectors in 3.1 s scanning, 0.17 s through the product). Results: the same rows, cosines equal up to the
+    last bits (another summation order)."""
+    with _BLAS_LOCK:
+        before = faiss.cvar.distance_compute_blas_threshold
+        faiss.cvar.distance_compute_blas_threshold = BLAS_MIN_QUERIES
+        try:
+            yield
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = before
 
 
 class RowExclusion:

@@ -172,3 +172,28 @@ class TestGlobalCandidates:
         assert np.isclose(c.scores[1, 0], c.cosine[1, 0], atol=1e-6)
         plain = global_candidates(idx, q, 2, cfg)
         assert not plain.marked.any() and np.allclose(plain.scores, plain.cosine)
+
+
+def test_exact_batches_take_the_matrix_product_and_restore_the_setting():
+    """A batch searched within exact_batches() gets the rows of a plain faiss scan (cosines to float rounding);
+    faiss' process-wide setting is back to what it was afterwards, even after an error."""
+    import faiss
+
+    from matcher.retrieval.index import BLAS_MIN_QUERIES, exact_batches
+
+    rng = np.random.default_rng(3)
+    db = rng.standard_normal((3000, 64)).astype(np.float32)
+    q = rng.standard_normal((64, 64)).astype(np.float32)
+    index = faiss.IndexFlatIP(64)
+    index.add(db)
+    before = faiss.cvar.distance_compute_blas_threshold
+    scanned = index.search(q, 10)
+    with exact_batches():
+        assert faiss.cvar.distance_compute_blas_threshold == BLAS_MIN_QUERIES
+        product = index.search(q, 10)
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    np.testing.assert_array_equal(product[1], scanned[1])
+    np.testing.assert_allclose(product[0], scanned[0], atol=1e-4)
+    with pytest.raises(RuntimeError, match="inside"), exact_batches():
+        raise RuntimeError("inside")
+    assert faiss.cvar.distance_compute_blas_threshold == before
