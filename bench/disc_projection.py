@@ -11,7 +11,10 @@ index folder (bytes per reference on disk, by part). The model, per query and pe
 - ``voting``: a + b sqrt(N): the voter is IVF with 2 sqrt(n) lists and a fixed nprobe, so both the coarse
   quantiser and the lists scanned grow as sqrt(N) (n = keypoints, proportional to N);
 - ``search``: a + b N while the global and crop indexes are exact (flat); the configured switch to IVF-PQ at a
-  million references is not measured here, so the flat figure is reported as it is (it is the bound to beat);
+  million references is not measured here, so the flat figure is reported as it is (it is the bound to beat).
+  ``--search-measured`` (``bench/search_batching.py``'s output at ``--references``) replaces the fit with the
+  faiss searches measured at that size, one thread, a chunk of queries at once, as the pipeline searches (taken as
+  the seconds of the 2-core process: conservative, faiss' product would use both cores);
 - every other stage: constant per query (it depends on the query and its ~40 candidates, not on N); the larger
   run's figure is used (its feature reads miss the cache, as they would at a million).
 
@@ -28,6 +31,10 @@ import math
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from matcher.io.atomic import atomic_write_text
 
 SQRT_STAGES = ("voting",)
 LINEAR_STAGES = ("search",)
@@ -81,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measured-cores", type=int, default=2)
     ap.add_argument("--passes-per-reference", type=int, default=15, help="descriptor passes per reference")
     ap.add_argument("--passes-per-query", type=int, default=12, help="descriptor passes per query (variants)")
+    ap.add_argument("--search-measured", type=Path, default=None,
+                    help="bench/search_batching.py output at --references: the search stage as measured there")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     small, large = (json.loads(p.read_text(encoding="utf-8")) for p in (args.match_small, args.match_large))
@@ -91,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     models = {s: fit(s, n1, q1[s], n2, q2[s]) for s in stages}
     n = args.references
     cpu_query = {s: at(models[s], n) for s in stages}
+    if args.search_measured is not None:
+        measured = json.loads(args.search_measured.read_text(encoding="utf-8"))
+        if int(measured["refs"]) != n:
+            ap.error(f"{args.search_measured}: measured at {measured['refs']} references, not {n}")
+        row = max(measured["rows"], key=lambda r: int(r["chunk"]))
+        cpu_query["search"] = float(row["search_s_per_query_at_refs"])
+        models["search"] = (cpu_query["search"], 0.0, f"measured at {n} (chunk {row['chunk']})")
     total_query = sum(cpu_query.values())
     match_core_hours = total_query * args.queries * args.measured_cores / 3600
     nodes_match = math.ceil(match_core_hours / args.node_cores / args.wall_hours)
@@ -114,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                                args.passes_per_query / args.gpu_describe_per_s) * args.queries / 3600
     out = {
         "inputs": {"match_small": str(args.match_small), "match_large": str(args.match_large),
-                   "index_run": str(args.index_run), "index_dir": str(args.index_dir)},
+                   "index_run": str(args.index_run), "index_dir": str(args.index_dir),
+                   "search_measured": None if args.search_measured is None else str(args.search_measured)},
         "measured": {"references": [n1, n2], "seconds_per_query": {s: [round(q1[s], 4), round(q2[s], 4)]
                                                                     for s in stages},
                      "index_seconds_per_reference": {k: round(v, 4) for k, v in per_ref_stage.items()},
@@ -139,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "index": math.ceil(gpu_index_node_hours / args.wall_hours)},
         },
     }
-    args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
     print(json.dumps(out["projection"], indent=1))
     return 0
 
