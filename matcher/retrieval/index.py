@@ -157,6 +157,8 @@ def in_memory(index: faiss.Index) -> faiss.Index:
     """A copy of ``index`` held in memory, for an index read with :data:`MMAP_FLAGS` (faiss cannot add to mapped data
     and aborts the process when asked to). IVF: the same index with its inverted lists copied into array lists (the
     coarse quantizer and the codes' trained parameters are in memory already); flat: a new flat index."""
+    if isinstance(index, faiss.IndexIVFFastScan):  # packed block lists: a full copy through faiss' own format
+        return faiss.deserialize_index(faiss.serialize_index(index))
     if isinstance(index, faiss.IndexIVF):
         lists = faiss.ArrayInvertedLists(index.nlist, index.code_size)
         index.invlists.copy_subset_to(lists, faiss.InvertedLists.SUBSET_TYPE_ID_RANGE, 0, int(index.ntotal))

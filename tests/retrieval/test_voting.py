@@ -99,7 +99,9 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
 
 # --------------------------------------------------------------------------------------------------- codes, files
 @pytest.mark.parametrize("codes, kind, code_size", [("flat", "IndexIVFFlat", 512), ("sq8", "IndexIVFScalarQuantizer", 128),
-                                                   ("pq32", "IndexIVFPQ", 32), ("pq64", "IndexIVFPQ", 64)])
+                                                   ("pq32", "IndexIVFPQ", 32), ("pq64", "IndexIVFPQ", 64),
+                                                   ("pq32fs", "IndexIVFPQFastScan", 16),
+                                                   ("pq64fs", "IndexIVFPQFastScan", 32)])
 def test_codes_vote_save_and_map(tmp_path, codes, kind, code_size):
     feats, engine = _feats()
     q = engine.query_features(demo_photo("coffee")[40:300, 60:400]).features[0]
@@ -111,10 +113,13 @@ def test_codes_vote_save_and_map(tmp_path, codes, kind, code_size):
     assert meta["codes"] == codes and meta["crc32"] > 0 and len(meta["state"]) == 5
     mapped = KeypointVoter.load(tmp_path, nprobe=64, mmap=True)
     assert mapped.mapped and mapped.codes == codes and mapped.vote(q, top=4) == voter.vote(q, top=4)
-    if codes.startswith("pq"):  # no precomputed distance table held per process
+    if codes in ("pq32", "pq64"):  # no precomputed distance table held per process
         assert voter.index.use_precomputed_table == mapped.index.use_precomputed_table == -1
     mapped.add(feats[:1])  # a mapped voter is copied into memory before it grows (faiss would abort)
     assert not mapped.mapped and mapped.n_refs == len(feats) + 1 and len(mapped) == len(voter) + feats[0].n
+    assert mapped.vote(q, top=1)[0][0] == 1  # the added copy of reference 0 leaves the crop's vote as it was
+    mapped.exclude([1])  # removed references leave the votes (an ID selector, fast-scan lists included)
+    assert 1 not in [r for r, _ in mapped.vote(q, top=4)]
     exact = KeypointVoter.from_features(feats, codes=codes)  # below exact_below: float32 whatever the codes
     assert type(exact.index).__name__ == "IndexFlatL2"
     exact.save(tmp_path / "exact")
