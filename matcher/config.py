@@ -113,7 +113,8 @@ class PipelineConfig:
     voting_codes: str = "pq32"  # how the voter's IVF lists hold reference keypoints: "flat" (float32, 512 bytes per
     # keypoint), "sq8" (128), "pq32" (32), "pq64" (64), or 4-bit fast-scan "pq32fs" (16) / "pq64fs" (32); plus 8
     # bytes of id each (matcher/retrieval/voting.py); pq32: candidate recall within 0.2 points of flat at 1/13 of
-    # the bytes (bench/RESULTS.md, issue 15: a lean index)
+    # the bytes, and mapped (shared by the processes on an index); the fast-scan codes vote ~2x faster but faiss
+    # reads them into each process's memory (bench/RESULTS.md, issue 15: a lean index; third pass)
     voting_keypoints: int = 768  # the query's strongest this many keypoints vote (0 = all). bench/voting_budget.py,
     # 300 home copy queries, flat voter at 1.2k: candidate recall 0.970 at 0 and 768, 0.967 at 512; voting -16 %
     voting_nprobe: int = 2  # IVF lists of the voter visited per voting keypoint (found through an HNSW graph over

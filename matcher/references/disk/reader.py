@@ -60,7 +60,6 @@ from matcher.references.features import FeatureCache, FeatureStore, FeatureStore
 from matcher.retrieval.index import ReferenceIndex, ReferenceIndexError, RowExclusion
 
 if TYPE_CHECKING:  # pragma: no cover
-
     from matcher.retrieval.voting import KeypointVoter
 
 __all__ = ["DEFAULT_CACHE_BYTES", "IndexReader", "RegionIndex"]  # RegionIndex: from .crops
