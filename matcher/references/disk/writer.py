@@ -249,8 +249,10 @@ class IndexWriter:
             finally:
                 t = time.perf_counter()
                 self._finish_global()
-                if not background and len(r) and not r.crops_saved():
-                    r.save_crops()  # query processes map it instead of each building it from the database
+                sec["write"] += time.perf_counter() - t
+            if not background and len(r) and not r.crops_saved():  # after a failed job, readers build it
+                t = time.perf_counter()
+                r.save_crops()  # query processes map it instead of each building it from the database
                 sec["write"] += time.perf_counter() - t
             if (not background and r.config.pipeline.keypoint_voting and r._features is not None and len(r)
                     and not r.voter_is_current(r.config.seed)):
