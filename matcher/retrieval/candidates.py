@@ -115,7 +115,9 @@ def search_queries(descriptors: Sequence[np.ndarray], store: CandidateSource, k:
     if not descriptors:
         return []
     k = max(1, int(k))
-    with exact_batches():
+    # one query gains nothing from the product and leaves faiss' process-wide setting alone (a vote searched in
+    # another thread meanwhile keeps its own path: the service matches one query per request)
+    with exact_batches() if len(descriptors) > 1 else contextlib.nullcontext():
         res = store.global_index.search(np.concatenate(descriptors), k)
         crop_rows, _, crop_cos = store.search_regions(np.stack([d[0] for d in descriptors]), k)
     out, at = [], 0
