@@ -100,13 +100,15 @@ def _ivf(dim: int, nlist: int, codes: str) -> tuple[faiss.IndexIVF, faiss.Index]
     return index, quantizer
 
 
-def count_votes(owner: np.ndarray, nn: np.ndarray, n_refs: int) -> np.ndarray:
-    """(n_refs,) int64 votes: ``nn`` (K,) int64 nearest reference-keypoint rows (-1 = none) -> owner counts,
-    each query keypoint voting at most once."""
+def count_votes(ends: np.ndarray, nn: np.ndarray, n_refs: int) -> np.ndarray:
+    """(n_refs,) int64 votes: ``nn`` (K,) int64 nearest reference-keypoint rows (-1 = none) -> counts per owning
+    reference, each query keypoint voting at most once. ``ends`` (n_refs,) int64: the cumulative keypoint counts
+    of the references in row order (reference r owns keypoint rows ``ends[r-1]:ends[r]``), so no table of one
+    entry per keypoint is held (8 bytes per keypoint: 6.4 GB at a million references)."""
     nn = nn[nn >= 0]
     if len(nn) == 0:
         return np.zeros(n_refs, np.int64)
-    return np.bincount(owner[nn], minlength=n_refs).astype(np.int64)
+    return np.bincount(np.searchsorted(ends, nn, side="right"), minlength=n_refs).astype(np.int64)
 
 
 def centroid_graph(centroids: np.ndarray, ef: int = COARSE_EF) -> faiss.IndexHNSWFlat:
@@ -148,7 +150,7 @@ class KeypointVoter:
         self.codes = _check_codes(codes)
         self.mapped = bool(mapped)
         self.sizes = np.asarray(sizes, np.int64)
-        self.owner = np.repeat(np.arange(len(self.sizes), dtype=np.int64), self.sizes)
+        self.ends = np.cumsum(self.sizes)  # (n_refs,) keypoint rows of references 0..r end at ends[r]
         self.trained_on = int(trained_on)
         self.exact_below, self.nprobe, self.seed = int(exact_below), int(nprobe), int(seed)
         self.excluded_refs = np.zeros(0, np.int64)  # reference rows whose keypoints no longer vote (removed)
@@ -226,8 +228,7 @@ class KeypointVoter:
         dim = int(self.index.d)
         d = _descriptors(features, dim)
         sizes = np.array([f.n for f in features], np.int64)
-        self.owner = np.concatenate([self.owner, np.repeat(np.arange(len(self.sizes), len(self.sizes) + len(sizes),
-                                                                     dtype=np.int64), sizes)])
+        self.ends = np.concatenate([self.ends, (self.ends[-1] if len(self.ends) else 0) + np.cumsum(sizes)])
         self.sizes = np.concatenate([self.sizes, sizes])
         if not len(d):
             return
@@ -267,8 +268,7 @@ class KeypointVoter:
         rows = rows[rows < self.n_refs]
         if np.array_equal(rows, self.excluded_refs):
             return
-        starts = np.concatenate([[0], np.cumsum(self.sizes)])
-        kp = [np.arange(starts[r], starts[r + 1], dtype=np.int64) for r in rows]
+        kp = [np.arange(self.ends[r] - self.sizes[r], self.ends[r], dtype=np.int64) for r in rows]
         self.excluded_refs = rows
         self._exclusion = RowExclusion(np.concatenate(kp) if kp else np.zeros(0, np.int64))
 
@@ -276,6 +276,11 @@ class KeypointVoter:
         """True when ``total`` vectors call for a new index: an exact one past ``exact_below``, or an IVF trained
         for a quarter of them or fewer (its lists would grow too long)."""
         return total >= self.exact_below if self.trained_on == 0 else total > 4 * self.trained_on
+
+    @property
+    def owner(self) -> np.ndarray:
+        """(K,) int64 reference row of each keypoint row, made on demand (the voter keeps only :attr:`ends`)."""
+        return np.repeat(np.arange(len(self.sizes), dtype=np.int64), self.sizes)
 
     @property
     def n_refs(self) -> int:
@@ -296,9 +301,9 @@ class KeypointVoter:
         if both:  # one search for both (one graph search, one split over threads)
             x = np.concatenate([x, np.asarray(query.mirrored, np.float32)])
         nn = self.nearest(x, nprobe)
-        votes = count_votes(self.owner, nn[: query.n], n_refs)
+        votes = count_votes(self.ends, nn[: query.n], n_refs)
         if both:
-            votes = np.maximum(votes, count_votes(self.owner, nn[query.n:], n_refs))
+            votes = np.maximum(votes, count_votes(self.ends, nn[query.n:], n_refs))
         rows = np.flatnonzero(votes > min_votes)
         rows = rows[np.lexsort((rows, -votes[rows]))][:top]
         return [(int(r), int(votes[r])) for r in rows]
