@@ -322,37 +322,39 @@ class IndexReader:
                 self._region.n_refs = len(self)
                 if not self._lock_depth and self.writable:  # a writer saves it at the end of its job
                     with contextlib.suppress(IndexStoreError, OSError), write_lock(self.path, ""):
-                        save_crop_index(self.path / CROPS_DIR, self._region, self._rows_sha256(len(self)))
+                        self.save_crops()
         return self._region
 
-    def _load_crops(self) -> RegionIndex | None:
-        """The saved crop index when it fits (its rows a prefix of this index's, same dimension), else None (with a
-        warning naming the file when one is there but truncated, tampered with or unreadable)."""
-        folder = self.path / CROPS_DIR
-        meta = read_crop_meta(folder)
+    def _saved_crops(self) -> tuple[dict[str, Any], int] | None:
+        """(meta, reference rows covered) of the crop index in ``crops/`` when it fits this index (its rows a prefix
+        of this index's, same dimension), else None."""
+        meta = read_crop_meta(self.path / CROPS_DIR)
         if meta is None:
             return None
         try:
             n = int(meta["n_refs"])
             fits = 0 < n <= len(self) and int(meta["dim"]) == self.dim and meta["rows_sha256"] == self._rows_sha256(n)
         except (KeyError, TypeError, ValueError):
-            fits = False
-        if not fits:
             return None
+        return (meta, n) if fits else None
+
+    def _load_crops(self) -> RegionIndex | None:
+        """The saved crop index when it fits (:meth:`_saved_crops`), else None (with a warning naming the file when
+        one is there but truncated, tampered with or unreadable)."""
+        saved = self._saved_crops()
+        if saved is None:
+            return None
+        meta, n = saved
         try:
-            return load_crop_index(folder, meta, mmap=n == len(self) and not self._lock_depth)
+            return load_crop_index(self.path / CROPS_DIR, meta, mmap=n == len(self) and not self._lock_depth)
         except CropIndexError as e:
             _LOG.warning("refused the saved crop index: %s; rebuilding it from the database", e)
             return None
 
     def crops_saved(self) -> bool:
         """True when ``crops/`` holds a crop index that covers every reference row as they are now."""
-        meta = read_crop_meta(self.path / CROPS_DIR)
-        try:
-            return meta is not None and int(meta["n_refs"]) == len(self) and int(meta["dim"]) == self.dim \
-                and meta["rows_sha256"] == self._rows_sha256(len(self))
-        except (KeyError, TypeError, ValueError):
-            return False
+        saved = self._saved_crops()
+        return saved is not None and saved[1] == len(self)
 
     def save_crops(self) -> None:
         """Write the crop index over every reference row into ``crops/`` (the caller holds the write lock)."""
